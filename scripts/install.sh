@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Create .venv and install skillsoup with its test tools, offline-safe and CPU-only.
+# torch is pinned to the CPU wheel first; the constraints file keeps every later pip call from
+# replacing it with a multi-GB CUDA build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+export PIP_CONSTRAINT="$PWD/scripts/constraints.txt"
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+.venv/bin/pip install -q torch==2.13.0
+.venv/bin/pip install -q -e ".[dev]"
+echo "skillsoup installed in .venv ($(.venv/bin/python -c 'import skillsoup; print(skillsoup.__version__)'))"

@@ -1,0 +1,62 @@
+"""The ``skillsoup`` command. Rendering only: it calls the library's public API and turns every
+SkillsoupError into one red line and a non-zero exit."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import typer
+
+from skillsoup.cli.common import console, err_console
+from skillsoup.errors import SkillsoupError
+
+app = typer.Typer(
+    name="skillsoup",
+    help="Route agent skills by retrieving and mixing Mamba states.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+@app.callback()
+def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log what the library does.")) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _register() -> None:
+    """Each command module adds its commands to ``app``."""
+    from skillsoup.cli import demo  # noqa: F401
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1") if os.environ.get("SKILLSOUP_ONLINE") != "1" else None
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    _register()
+    try:
+        app(args=argv, standalone_mode=False)
+    except SkillsoupError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+        return exc.exit_code
+    except (typer.Abort, KeyboardInterrupt):
+        err_console.print("[red]aborted[/]")
+        return 130
+    except typer.Exit as exc:
+        return exc.exit_code
+    except Exception as exc:  # click usage errors and friends
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            return exc.exit_code
+        raise
+    return 0
+
+
+def run() -> None:  # console-script entry point
+    sys.exit(main())
+
+
+__all__ = ["app", "console", "main", "run"]

@@ -1,0 +1,61 @@
+"""Every error skillsoup raises on purpose.
+
+Each message says what failed and how to fix it; the CLI prints ``str(error)`` as one red line and
+exits non-zero. Catch :class:`SkillsoupError` to handle them all.
+"""
+
+from __future__ import annotations
+
+
+class SkillsoupError(Exception):
+    """Base class: an expected failure with a message meant for the user."""
+
+    exit_code = 1
+
+
+class ModelLoadError(SkillsoupError):
+    """A model could not be found, loaded, or is not a supported architecture."""
+
+
+class StateError(SkillsoupError):
+    """A skill state is malformed, corrupted or belongs to another model."""
+
+
+class StateMismatchError(StateError):
+    """A state does not fit the model or the other states it is used with."""
+
+
+class StateFileError(StateError):
+    """A state file is missing, truncated, not safetensors, or holds bad values."""
+
+
+class MixError(SkillsoupError):
+    """Mixing weights or options are invalid."""
+
+
+class GenerationError(SkillsoupError):
+    """Generation options are invalid."""
+
+
+class SkillFileError(SkillsoupError):
+    """A skill file cannot be read or does not follow the format (docs/skills.md)."""
+
+
+class RegistryError(SkillsoupError):
+    """The skill registry is missing a skill, inconsistent, or cannot be opened."""
+
+
+class RegistryLockedError(RegistryError):
+    """Another process holds the registry's write lock."""
+
+
+class SkillNotFoundError(RegistryError):
+    """A skill name is not in the registry."""
+
+
+class RoutingError(SkillsoupError):
+    """A query or router option is invalid."""
+
+
+class KernelUnavailableError(SkillsoupError):
+    """A fast path was forced but cannot run here."""

@@ -1,0 +1,87 @@
+"""Sampling loop: one parallel forward over the prompt, then one cheap ``step`` per new token."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import torch
+
+from skillsoup.errors import GenerationError
+
+
+def _check_options(max_new_tokens, temperature, top_p, top_k):
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise GenerationError(f"max_new_tokens must be a non-negative integer, got {max_new_tokens!r}")
+    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature >= 0):
+        raise GenerationError(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature!r}")
+    if not (0 < top_p <= 1):
+        raise GenerationError(f"top_p must be in (0, 1], got {top_p!r}")
+    if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
+        raise GenerationError(f"top_k must be a positive integer or None, got {top_k!r}")
+
+
+def sample(logits: torch.Tensor, temperature: float, top_p: float, top_k: int | None, generator) -> int:
+    """logits [vocab] -> token id. temperature 0 is greedy (argmax, first index on ties)."""
+    if temperature == 0:
+        return int(torch.argmax(logits))
+    logits = logits.float() / temperature
+    if top_k is not None and top_k < logits.numel():
+        kth = torch.topk(logits, top_k).values[-1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = torch.softmax(logits, dim=-1)
+    if top_p < 1:
+        sorted_p, order = torch.sort(probs, descending=True)
+        keep = torch.cumsum(sorted_p, 0) - sorted_p < top_p  # always keeps the first
+        probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_p[keep])
+    return int(torch.multinomial(probs.cpu(), 1, generator=generator))
+
+
+def generate_ids(
+    model, prompt, state=None, *, max_new_tokens: int = 64, temperature: float = 0.0, top_p: float = 1.0,
+    top_k: int | None = None, seed: int | None = None, stop_ids: tuple[int, ...] | None = None,
+) -> Iterator[int]:
+    """Yield new token ids; stops at EOS (or ``stop_ids``) or after ``max_new_tokens``."""
+    _check_options(max_new_tokens, temperature, top_p, top_k)
+    ids = model.as_ids(prompt)
+    if ids.shape != (1, ids.shape[1]) or ids.shape[1] == 0:
+        raise GenerationError("generate needs one non-empty prompt (a query to continue from the state)")
+    if stop_ids is None:
+        eos = getattr(model.tokenizer, "eos_token_id", None) if model.tokenizer is not None else None
+        stop_ids = (eos,) if eos is not None else ()
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    if max_new_tokens == 0:
+        return
+    logits, state = model.forward(ids, state, logits="last")
+    for i in range(max_new_tokens):
+        token = sample(logits[0], temperature, top_p, top_k, generator)
+        if token in stop_ids:
+            return
+        yield token
+        if i + 1 < max_new_tokens:
+            logits, state = model.step([token], state)
+
+
+def generate_text(model, prompt, state=None, *, stop: list[str] | tuple[str, ...] = (), **options) -> Iterator[str]:
+    """Yield text pieces of the continuation; ends before the first ``stop`` string."""
+    stop = [s for s in stop if s]
+    tokens: list[int] = []
+    emitted = ""
+    hold = max((len(s) for s in stop), default=1) - 1  # keep back text that might begin a stop string
+    for token in generate_ids(model, prompt, state, **options):
+        tokens.append(token)
+        text = model.decode(tokens)
+        if text.endswith("\ufffd"):  # an incomplete UTF-8 sequence: wait for the next token
+            continue
+        cut = min((text.find(s) for s in stop if s in text), default=-1)
+        if cut >= 0:
+            if cut > len(emitted):
+                yield text[len(emitted) : cut]
+            return
+        ready = len(text) - hold if stop else len(text)
+        if ready > len(emitted):
+            yield text[len(emitted) : ready]
+            emitted = text[:ready]
+    text = model.decode(tokens) if tokens else ""
+    if len(text) > len(emitted):
+        yield text[len(emitted) :]

@@ -1,0 +1,73 @@
+"""Mamba-2 mixer with explicit state, on the weights of a Hugging Face ``Mamba2Mixer``.
+
+in_proj -> (gate, xBC, dt) -> causal conv over xBC (continuing from the cached inputs) -> split
+x, B, C -> SSD scan from the cached state -> gated RMSNorm -> out_proj.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def state_shapes(config) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    d = int(config.expand * config.hidden_size)
+    conv_dim = d + 2 * config.n_groups * config.state_size
+    return (conv_dim, config.conv_kernel), (config.num_heads, config.head_dim, config.state_size)
+
+
+def _gated_norm(norm, y, gate):  # MambaRMSNormGated with norm_before_gate=False
+    y = y.float() * F.silu(gate.float())
+    *lead, d = y.shape
+    groups = y.view(*lead, d // norm.group_size, norm.group_size)
+    groups = groups * torch.rsqrt(groups.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon)
+    return norm.weight * groups.view(*lead, d).to(norm.weight.dtype)
+
+
+def _split(mixer, projected):
+    d, conv_dim = mixer.intermediate_size, mixer.conv_dim
+    return projected.split([d, conv_dim, mixer.num_heads], dim=-1)  # gate, xBC, dt
+
+
+def forward(mixer, hidden, conv_state, ssm_state, impl):
+    """hidden [b, l, hidden] -> (out, conv_state [b, conv_dim, k], ssm_state [b, h, p, n])."""
+    bsz, l, _ = hidden.shape
+    dtype = hidden.dtype
+    gate, xbc, dt = _split(mixer, mixer.in_proj(hidden))  # [b, l, d], [b, l, conv_dim], [b, l, h]
+    xbc, conv_state = impl.causal_conv1d(
+        xbc.transpose(1, 2), mixer.conv1d.weight.squeeze(1), mixer.conv1d.bias, conv_state,
+        activation=mixer.activation,
+    )
+    gn = mixer.n_groups * mixer.ssm_state_size
+    x, B, C = torch.split(xbc.transpose(1, 2), [mixer.intermediate_size, gn, gn], dim=-1)
+    y, ssm_state = impl.ssd_scan(
+        x.reshape(bsz, l, mixer.num_heads, mixer.head_dim), dt, -torch.exp(mixer.A_log.float()),
+        B.reshape(bsz, l, mixer.n_groups, -1), C.reshape(bsz, l, mixer.n_groups, -1), D=mixer.D,
+        dt_bias=mixer.dt_bias, dt_softplus=True, dt_limit=tuple(mixer.time_step_limit),
+        initial_states=ssm_state,
+    )  # [b, l, h, p]
+    y = _gated_norm(mixer.norm, y.reshape(bsz, l, -1), gate)
+    return mixer.out_proj(y.to(dtype)), conv_state.float(), ssm_state
+
+
+def step(mixer, hidden, conv_state, ssm_state, impl):
+    """One token. hidden [b, hidden] -> (out [b, hidden], conv_state, ssm_state)."""
+    bsz = hidden.shape[0]
+    dtype = hidden.dtype
+    gate, xbc, dt = _split(mixer, mixer.in_proj(hidden))  # [b, d], [b, conv_dim], [b, h]
+    conv_state = torch.cat([conv_state[..., 1:], xbc.float()[..., None]], dim=-1)
+    xbc = (conv_state * mixer.conv1d.weight.squeeze(1).float()).sum(-1)
+    if mixer.conv1d.bias is not None:
+        xbc = xbc + mixer.conv1d.bias.float()
+    xbc = F.silu(xbc).to(dtype)
+    gn = mixer.n_groups * mixer.ssm_state_size
+    x, B, C = torch.split(xbc, [mixer.intermediate_size, gn, gn], dim=-1)
+    rep = mixer.num_heads // mixer.n_groups
+    B = B.reshape(bsz, mixer.n_groups, -1).repeat_interleave(rep, dim=1)  # [b, h, n]
+    C = C.reshape(bsz, mixer.n_groups, -1).repeat_interleave(rep, dim=1)
+    y, ssm_state = impl.ssd_state_update(
+        ssm_state, x.reshape(bsz, mixer.num_heads, mixer.head_dim), dt, -torch.exp(mixer.A_log.float()),
+        B, C, D=mixer.D, dt_bias=mixer.dt_bias, dt_softplus=True, dt_limit=tuple(mixer.time_step_limit),
+    )
+    y = _gated_norm(mixer.norm, y.reshape(bsz, -1), gate)
+    return mixer.out_proj(y.to(dtype)), conv_state, ssm_state

@@ -1,0 +1,91 @@
+"""Shared fixtures: tiny random Mamba / Mamba-2 checkpoints saved to a temp folder and loaded back
+through the real loading code, and a user directory that never touches the real one."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+
+
+def assert_close(name: str, actual: torch.Tensor, expected: torch.Tensor, ratio: float) -> None:
+    """Relative error ||a - e|| / ||e|| must stay under ``ratio`` (fla-style)."""
+    actual, expected = actual.double(), expected.double()
+    assert actual.shape == expected.shape, f"{name}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    assert torch.isfinite(actual).all(), f"{name}: non-finite values"
+    err = (actual - expected).norm() / expected.norm().clamp_min(1e-12)
+    assert err <= ratio, f"{name}: relative error {err:.3e} > {ratio:.1e}"
+
+
+def tiny_config(arch: str, **overrides):
+    from transformers import Mamba2Config, MambaConfig
+
+    if arch == "mamba":
+        cfg = dict(hidden_size=32, num_hidden_layers=2, state_size=8, conv_kernel=4, expand=2, time_step_rank=4,
+                   vocab_size=97, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+        cfg.update(overrides)
+        return MambaConfig(**cfg)
+    cfg = dict(hidden_size=32, num_hidden_layers=2, state_size=8, conv_kernel=4, expand=2, head_dim=8,
+               num_heads=8, n_groups=2, vocab_size=97, chunk_size=16, pad_token_id=0, bos_token_id=1,
+               eos_token_id=2)
+    cfg.update(overrides)
+    return Mamba2Config(**cfg)
+
+
+def build_checkpoint(path, arch: str, seed: int = 0, **overrides):
+    """Save a random MambaForCausalLM / Mamba2ForCausalLM to ``path`` with a word-level tokenizer."""
+    from transformers import Mamba2ForCausalLM, MambaForCausalLM
+
+    torch.manual_seed(seed)
+    cls = MambaForCausalLM if arch == "mamba" else Mamba2ForCausalLM
+    model = cls(tiny_config(arch, **overrides))
+    with torch.no_grad():  # larger, varied dt so decay matters in the tests
+        for layer in model.backbone.layers:
+            bias = layer.mixer.dt_proj.bias if arch == "mamba" else layer.mixer.dt_bias
+            bias.uniform_(-3.0, 0.5)
+    model.save_pretrained(path)
+    save_tiny_tokenizer(path, model.config.vocab_size)
+    return path
+
+
+def save_tiny_tokenizer(path, vocab_size: int) -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = ["<pad>", "<s>", "</s>", "<unk>"] + [chr(c) for c in range(32, 127)]
+    vocab = {w: i for i, w in enumerate(words[:vocab_size])}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split("", "isolated")
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+                                   unk_token="<unk>")
+    fast.save_pretrained(path)
+
+
+@pytest.fixture(scope="session")
+def mamba_dir(tmp_path_factory):
+    return build_checkpoint(tmp_path_factory.mktemp("mamba1"), "mamba")
+
+
+@pytest.fixture(scope="session")
+def mamba2_dir(tmp_path_factory):
+    return build_checkpoint(tmp_path_factory.mktemp("mamba2"), "mamba2")
+
+
+@pytest.fixture(scope="session", params=["mamba", "mamba2"])
+def model(request, mamba_dir, mamba2_dir):
+    from skillsoup import load_model
+
+    return load_model(mamba_dir if request.param == "mamba" else mamba2_dir)
+
+
+@pytest.fixture(autouse=True)
+def _user_dirs(tmp_path, monkeypatch):
+    """Point every user directory at a temp folder."""
+    monkeypatch.setenv("SKILLSOUP_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("SKILLSOUP_DATA_DIR", str(tmp_path / "data"))
