@@ -125,13 +125,17 @@ class StateModel:
             raise StateMismatchError(f"state has {state.batch_size} rows but input_ids has {batch_size}")
         return state.to(device=self.device)
 
-    @torch.no_grad()
     def forward(self, input_ids, state: SkillState | None = None, *, logits: str = "all"):
         """Run ``input_ids`` [b, l] starting from ``state`` (None = start of text).
 
         Returns (logits, new_state): logits [b, l, vocab] float32 for ``logits="all"``, [b, vocab]
         for ``"last"``, None for ``"none"``. The input state is never modified.
         """
+        with torch.no_grad():
+            return self.forward_with_grad(input_ids, state, logits=logits)
+
+    def forward_with_grad(self, input_ids, state: SkillState | None = None, *, logits: str = "all"):
+        """:meth:`forward` with autograd on: for training the model or tuning a state."""
         ids = self.as_ids(input_ids)
         bsz, length = ids.shape
         start = self._start(state, bsz)

@@ -78,10 +78,11 @@ def selective_scan(
     Bt = B.float().transpose(1, 2)  # [b, l, n]
     Ct = C.float().transpose(1, 2)  # [b, l, n]
     h = u.new_zeros(bsz, d, n, dtype=torch.float32) if initial_state is None else initial_state.float()
-    y = u.new_empty(bsz, d, l, dtype=torch.float32)
+    ys: list[torch.Tensor] = []
     a_max = float(A.abs().max()) if A.numel() else 0.0
     for start in range(0, l, chunk_size):
-        h = _scan_span(h, delta, dtu, A, Bt, Ct, y, start, min(start + chunk_size, l), a_max)
+        h = _scan_span(h, delta, dtu, A, Bt, Ct, ys, start, min(start + chunk_size, l), a_max)
+    y = torch.cat(ys, dim=-1) if ys else u.new_zeros(bsz, d, 0, dtype=torch.float32)
     if D is not None:
         y = y + u.float() * D.float()[:, None]
     if z is not None:
@@ -89,18 +90,21 @@ def selective_scan(
     return y, h
 
 
-def _scan_span(h, delta, dtu, A, Bt, Ct, y, start, end, a_max):
-    """Scan tokens [start, end) from h, writing y; returns the state after `end`."""
+def _scan_span(h, delta, dtu, A, Bt, Ct, ys, start, end, a_max):
+    """Scan tokens [start, end) from h, appending their outputs to ys; returns the state after `end`."""
     cum = torch.cumsum(delta[:, :, start:end], dim=-1)  # [b, d, t]
     if end - start > 1 and float(cum[..., -1].max()) * a_max > _MAX_LOG_DECAY:
         mid = (start + end) // 2
-        h = _scan_span(h, delta, dtu, A, Bt, Ct, y, start, mid, a_max)
-        return _scan_span(h, delta, dtu, A, Bt, Ct, y, mid, end, a_max)
+        h = _scan_span(h, delta, dtu, A, Bt, Ct, ys, start, mid, a_max)
+        return _scan_span(h, delta, dtu, A, Bt, Ct, ys, mid, end, a_max)
     log_decay = cum.unsqueeze(-1) * A[:, None, :]  # [b, d, t, n], <= 0
     inputs = dtu[:, :, start:end, None] * Bt[:, None, start:end, :]  # [b, d, t, n]
-    states = torch.cumsum(inputs.mul_(torch.exp(-log_decay)), dim=2)
-    states.add_(h[:, :, None, :]).mul_(torch.exp(log_decay))  # h_t for every t in the span
-    y[:, :, start:end] = torch.einsum("bdtn,btn->bdt", states, Ct[:, start:end])
+    if torch.is_grad_enabled():  # training: out-of-place so autograd keeps what it needs
+        states = (torch.cumsum(inputs * torch.exp(-log_decay), dim=2) + h[:, :, None, :]) * torch.exp(log_decay)
+    else:  # inference: in place, fewer allocations
+        states = torch.cumsum(inputs.mul_(torch.exp(-log_decay)), dim=2)
+        states.add_(h[:, :, None, :]).mul_(torch.exp(log_decay))  # h_t for every t in the span
+    ys.append(torch.einsum("bdtn,btn->bdt", states, Ct[:, start:end]))
     return states[:, :, -1].contiguous()
 
 
