@@ -79,7 +79,7 @@ def selective_scan(
     Ct = C.float().transpose(1, 2)  # [b, l, n]
     h = u.new_zeros(bsz, d, n, dtype=torch.float32) if initial_state is None else initial_state.float()
     ys: list[torch.Tensor] = []
-    a_max = float(A.abs().max()) if A.numel() else 0.0
+    a_max = float(A.detach().abs().max()) if A.numel() else 0.0
     for start in range(0, l, chunk_size):
         h = _scan_span(h, delta, dtu, A, Bt, Ct, ys, start, min(start + chunk_size, l), a_max)
     y = torch.cat(ys, dim=-1) if ys else u.new_zeros(bsz, d, 0, dtype=torch.float32)
@@ -93,7 +93,7 @@ def selective_scan(
 def _scan_span(h, delta, dtu, A, Bt, Ct, ys, start, end, a_max):
     """Scan tokens [start, end) from h, appending their outputs to ys; returns the state after `end`."""
     cum = torch.cumsum(delta[:, :, start:end], dim=-1)  # [b, d, t]
-    if end - start > 1 and float(cum[..., -1].max()) * a_max > _MAX_LOG_DECAY:
+    if end - start > 1 and float(cum[..., -1].detach().max()) * a_max > _MAX_LOG_DECAY:
         mid = (start + end) // 2
         h = _scan_span(h, delta, dtu, A, Bt, Ct, ys, start, mid, a_max)
         return _scan_span(h, delta, dtu, A, Bt, Ct, ys, mid, end, a_max)
