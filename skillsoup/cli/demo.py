@@ -17,12 +17,13 @@ from skillsoup.cli.common import console
 def _demo_model_dir(tmp: Path) -> Path:
     """A small random Mamba checkpoint with a character tokenizer, saved like any HF checkpoint."""
     import torch
-    from tokenizers import Tokenizer, models, pre_tokenizers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import MambaConfig, MambaForCausalLM, PreTrainedTokenizerFast
 
     chars = ["<pad>", "<s>", "</s>", "<unk>"] + [chr(c) for c in range(32, 127)] + ["\n"]
     tok = Tokenizer(models.WordLevel(vocab={c: i for i, c in enumerate(chars)}, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Split("", "isolated")
+    tok.decoder = decoders.Fuse()  # characters join back without spaces
     torch.manual_seed(0)
     config = MambaConfig(hidden_size=256, num_hidden_layers=4, state_size=16, vocab_size=len(chars),
                          pad_token_id=0, bos_token_id=1, eos_token_id=2)

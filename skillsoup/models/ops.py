@@ -67,7 +67,8 @@ def selective_scan(
     -> (y [b, d, l], final_state [b, d, n]) in float32.
 
     Within a chunk, the decay from s to t is exp(A * (cum_t - cum_s)) with cum = cumsum(delta), so
-    h_t = exp(A cum_t) * (h_0 + sum_{s<=t} exp(-A cum_s) delta_s u_s B_s): two exps, one cumsum.
+    h_t = exp(A cum_t) * (h_0 + sum_{s<=t} exp(-A cum_s) delta_s u_s B_s): two exps, one cumsum
+    (cum taken from the chunk's first token).
     Chunks are short enough that exp(-A cum) cannot overflow; a Python loop runs over chunks only.
     """
     bsz, d, l = u.shape
@@ -91,19 +92,23 @@ def selective_scan(
 
 
 def _scan_span(h, delta, dtu, A, Bt, Ct, ys, start, end, a_max):
-    """Scan tokens [start, end) from h, appending their outputs to ys; returns the state after `end`."""
+    """Scan tokens [start, end) from h, appending their outputs to ys; returns the state after `end`.
+
+    Decays are taken relative to the span's first token, so a one-token span never overflows."""
     cum = torch.cumsum(delta[:, :, start:end], dim=-1)  # [b, d, t]
-    if end - start > 1 and float(cum[..., -1].detach().max()) * a_max > _MAX_LOG_DECAY:
+    rel = cum - cum[..., :1]  # [b, d, t], decay exponent from the first token (0 at t = start)
+    if end - start > 1 and float(rel[..., -1].detach().max()) * a_max > _MAX_LOG_DECAY:
         mid = (start + end) // 2
         h = _scan_span(h, delta, dtu, A, Bt, Ct, ys, start, mid, a_max)
         return _scan_span(h, delta, dtu, A, Bt, Ct, ys, mid, end, a_max)
-    log_decay = cum.unsqueeze(-1) * A[:, None, :]  # [b, d, t, n], <= 0
+    h_first = torch.exp(delta[:, :, start, None] * A) * h  # h decayed by the first token  [b, d, n]
+    log_decay = rel.unsqueeze(-1) * A[:, None, :]  # [b, d, t, n], <= 0
     inputs = dtu[:, :, start:end, None] * Bt[:, None, start:end, :]  # [b, d, t, n]
     if torch.is_grad_enabled():  # training: out-of-place so autograd keeps what it needs
-        states = (torch.cumsum(inputs * torch.exp(-log_decay), dim=2) + h[:, :, None, :]) * torch.exp(log_decay)
+        states = (torch.cumsum(inputs * torch.exp(-log_decay), dim=2) + h_first[:, :, None, :]) * torch.exp(log_decay)
     else:  # inference: in place, fewer allocations
         states = torch.cumsum(inputs.mul_(torch.exp(-log_decay)), dim=2)
-        states.add_(h[:, :, None, :]).mul_(torch.exp(log_decay))  # h_t for every t in the span
+        states.add_(h_first[:, :, None, :]).mul_(torch.exp(log_decay))  # h_t for every t in the span
     ys.append(torch.einsum("bdtn,btn->bdt", states, Ct[:, start:end]))
     return states[:, :, -1].contiguous()
 

@@ -1,0 +1,103 @@
+"""The invariant that matters most: continuing from a captured state gives the same logits as one
+pass over demonstrations + query, and that pass equals transformers' own forward."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import assert_close
+
+from skillsoup import SkillState
+
+RATIO = 1e-4  # float32, relative error over all query-token logits
+
+
+def _ids(model, length, seed, batch=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(3, model.vocab_size, (batch, length), generator=g)
+
+
+@pytest.mark.parametrize("demo_len,query_len", [(40, 1), (40, 3), (40, 17), (40, 64), (63, 2), (64, 64), (65, 130)],
+                         ids=lambda v: str(v))
+def test_injected_state_equals_one_pass(model, demo_len, query_len):
+    demos, query = _ids(model, demo_len, 1, batch=2), _ids(model, query_len, 2, batch=2)
+    state = model.capture(demos)
+    injected, after = model.forward(query, state)
+    one_pass, full_state = model.forward(torch.cat([demos, query], dim=1))
+    assert_close("query logits", injected, one_pass[:, demo_len:], RATIO)
+    for i in range(model.num_layers):
+        assert_close(f"ssm.{i}", after.ssm[i], full_state.ssm[i], RATIO)
+        assert_close(f"conv.{i}", after.conv[i], full_state.conv[i], RATIO)
+    assert after.n_tokens == [demo_len + query_len] * 2
+
+
+@pytest.mark.parametrize("length", [1, 17, 64, 150])
+def test_one_pass_equals_transformers(model, length):
+    ids = _ids(model, length, 3, batch=2)
+    ours, _ = model.forward(ids)
+    with torch.no_grad():
+        theirs = model.hf(ids).logits.float()
+    assert_close("logits vs transformers", ours, theirs, RATIO)
+
+
+def test_state_equals_transformers_cache(model):
+    ids = _ids(model, 33, 4)
+    state = model.capture(ids)
+    with torch.no_grad():
+        cache = model.hf(ids, use_cache=True).cache_params
+    for i in range(model.num_layers):
+        layer = cache.layers[i]
+        assert_close(f"ssm.{i}", state.ssm[i], layer.recurrent_states[0], RATIO)
+        assert_close(f"conv.{i}", state.conv[i], layer.conv_states[0], RATIO)
+
+
+def test_batch_rows_carry_different_states(model):
+    demos_a, demos_b, query = _ids(model, 30, 5), _ids(model, 45, 6), _ids(model, 9, 7, batch=2)
+    both = SkillState.cat([model.capture(demos_a), model.capture(demos_b)])
+    batched, _ = model.forward(query, both)
+    for row, demos in enumerate([demos_a, demos_b]):
+        alone, _ = model.forward(torch.cat([demos, query[row : row + 1]], dim=1))
+        assert_close(f"row {row}", batched[row], alone[0, demos.shape[1] :], RATIO)
+
+
+def test_step_by_step_decoding_equals_parallel_forward(model):
+    ids = _ids(model, 24, 8, batch=2)
+    parallel, _ = model.forward(ids)
+    state = model.capture(ids[:, :10])
+    for t in range(10, 24):
+        logits, state = model.step(ids[:, t], state)
+        assert_close(f"token {t}", logits, parallel[:, t], RATIO)
+
+
+def test_forward_does_not_modify_the_input_state(model):
+    state = model.capture(_ids(model, 20, 9))
+    before = state.clone()
+    model.forward(_ids(model, 5, 10), state)
+    model.step([4], state)
+    for a, b in zip(state.tensors().values(), before.tensors().values()):
+        assert torch.equal(a, b)
+
+
+def test_generate_from_state_equals_generate_with_demos_in_prompt(model):
+    demos, query = model.encode("ab ab ab ab ab"), model.encode(" ab")
+    state = model.capture(demos)
+    from_state = list(model.generate_ids(query, state, max_new_tokens=12))
+    in_prompt = list(model.generate_ids(demos + query, max_new_tokens=12))
+    assert from_state == in_prompt and len(from_state) > 0
+
+
+def test_empty_state_is_the_start_of_text(model):
+    ids = _ids(model, 12, 11)
+    a, _ = model.forward(ids)
+    b, _ = model.forward(ids, model.empty_state())
+    assert torch.equal(a, b)
+
+
+def test_bfloat16_model_keeps_float32_states(mamba_dir):
+    from skillsoup import load_model
+
+    m = load_model(mamba_dir, dtype=torch.bfloat16)
+    state = m.capture([[5, 6, 7, 8]])
+    assert all(t.dtype == torch.float32 for t in state.tensors().values())
+    logits, _ = m.forward([[9, 10]], state)
+    assert logits.dtype == torch.float32 and torch.isfinite(logits).all()
