@@ -1,0 +1,26 @@
+"""The skill registry: a Chroma index of skills and demonstrations plus a store of state files.
+
+    SkillRegistry  add / list / get / remove / state / rebuild / doctor / query / settings
+    SkillIndex     the Chroma collections (never embeds text itself)
+    StateStore     safetensors state files per (state hash, model fingerprint), sha256-checked
+    RegistryLock   one writer at a time on an embedded registry
+"""
+
+from skillsoup.registry.doctor import DoctorReport, Problem
+from skillsoup.registry.index import SkillIndex
+from skillsoup.registry.lock import RegistryLock
+from skillsoup.registry.registry import (
+    AddResult,
+    DemoMatch,
+    SkillInfo,
+    SkillMatch,
+    SkillRegistry,
+    capture_skill,
+    skill_token_ids,
+)
+from skillsoup.registry.store import StateStore
+
+__all__ = [
+    "AddResult", "DemoMatch", "DoctorReport", "Problem", "RegistryLock", "SkillIndex", "SkillInfo", "SkillMatch",
+    "SkillRegistry", "StateStore", "capture_skill", "skill_token_ids",
+]

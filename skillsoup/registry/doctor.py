@@ -1,0 +1,155 @@
+"""doctor: check the index against the state files, and repair.
+
+What it finds (each a :class:`Problem`):
+    orphan demo row        a demonstration row of no committed skill, or of a replaced version
+    incomplete demos       a committed skill whose demonstration rows are not all there
+    orphan state file      a state file no skill row records (an interrupted add, a removed skill)
+    stray file             a temp file of an interrupted write, or a file that is not a state
+    missing state file     a skill row records a state whose file is gone
+    sha256 mismatch        a state file's bytes differ from what the index recorded
+    unreadable state       the bytes match but the file fails SkillState's checks
+    no state for model     (given a model) a skill has no state for it
+Repairs delete leftovers, re-embed missing demonstration rows, and recompute bad or missing states for
+the given model; bad states of other models are forgotten (they are recomputed when next needed).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from skillsoup.errors import StateError
+from skillsoup.registry.store import file_sha256, fp_key
+from skillsoup.state import SkillState
+
+if TYPE_CHECKING:
+    from skillsoup.models.base import StateModel
+    from skillsoup.registry.registry import SkillRegistry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Problem:
+    kind: str
+    subject: str  # a row id, a file path or a skill name
+    detail: str = ""
+
+
+@dataclass
+class DoctorReport:
+    skills: int
+    demo_rows: int
+    state_files: int
+    problems: list[Problem] = field(default_factory=list)
+    repaired: bool = False  # the problems listed were fixed
+    model: str | None = None  # fingerprint checked for missing states
+
+    @property
+    def clean(self) -> bool:
+        return not self.problems
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = defaultdict(int)
+        for p in self.problems:
+            out[p.kind] += 1
+        return dict(out)
+
+
+def run_doctor(reg: SkillRegistry, model: StateModel | None, repair: bool) -> DoctorReport:
+    """The caller holds the registry lock when ``repair`` is set."""
+    rows = reg.index.get_skills()
+    problems: list[Problem] = []
+    fixes: list = []  # callables, run only when repairing
+
+    # demonstration rows vs skill rows
+    seen: dict[str, set[int]] = defaultdict(set)
+    orphan_ids, n_demo_rows = [], 0
+    for rid, meta in reg.index.demo_rows():
+        n_demo_rows += 1
+        row = rows.get(meta.get("skill"))
+        if row is None or row.content_hash != meta.get("content_hash"):
+            orphan_ids.append(rid)
+            problems.append(Problem("orphan demo row", rid))
+        else:
+            seen[row.name].add(int(meta.get("index", -1)))
+    if orphan_ids:
+        fixes.append(lambda: reg.index.delete_demos(orphan_ids))
+    for name, row in sorted(rows.items()):
+        if seen[name] != set(range(row.n_demos)):
+            problems.append(Problem("incomplete demos", name, f"{len(seen[name])} of {row.n_demos} rows"))
+            fixes.append(lambda row=row: _reindex_demos(reg, row))
+
+    # state files vs skill rows
+    recorded = {(fp16, row.state_hash) for row in rows.values() for fp16 in row.states}
+    files = list(reg.store.files())
+    for f in files:
+        if (f.fp16, f.state_hash) not in recorded:
+            problems.append(Problem("orphan state file", str(f.path)))
+            fixes.append(lambda f=f: f.path.unlink(missing_ok=True))
+    for path in reg.store.stray_files():
+        problems.append(Problem("stray file", str(path)))
+        fixes.append(lambda path=path: _remove(path))
+
+    # every recorded state: present, same bytes, readable, made by its model
+    for name, row in sorted(rows.items()):
+        for fp16, (fingerprint, sha) in sorted(row.states.items()):
+            kind, detail = _check_state(reg, row.state_hash, fingerprint, sha, model)
+            if kind is None:
+                continue
+            problems.append(Problem(kind, name, f"model {fp16}: {detail}" if detail else f"model {fp16}"))
+            if model is not None and fingerprint == model.fingerprint:
+                fixes.append(lambda row=row: reg._recompute(row, model))
+            else:
+                fixes.append(lambda row=row, fp=fingerprint: _forget(reg, row.name, row.state_hash, fp))
+        if model is not None and fp_key(model.fingerprint) not in row.states:
+            problems.append(Problem("no state for model", name, f"model {fp_key(model.fingerprint)}"))
+            fixes.append(lambda row=row: reg._recompute(row, model))
+
+    report = DoctorReport(
+        skills=len(rows), demo_rows=n_demo_rows, state_files=len(files), problems=problems,
+        model=model.fingerprint if model is not None else None,
+    )
+    if repair and problems:
+        for fix in fixes:
+            fix()
+        report.repaired = True
+        log.warning("doctor repaired %d problems in %s: %s", len(problems), reg.path, report.counts())
+    return report
+
+
+def _check_state(reg: SkillRegistry, state_hash: str, fingerprint: str, sha: str, model) -> tuple[str | None, str]:
+    path = reg.store.path(state_hash, fingerprint)
+    if not path.is_file():
+        return "missing state file", str(path)
+    if file_sha256(path) != sha:
+        return "sha256 mismatch", str(path)
+    check_with = model if model is not None and model.fingerprint == fingerprint else None
+    try:
+        state = SkillState.load(path, model=check_with)
+    except StateError as exc:
+        return "unreadable state", str(exc)
+    if state.fingerprint != fingerprint:
+        return "unreadable state", f"{path} was made by model {state.fingerprint[:12]}"
+    return None, ""
+
+
+def _forget(reg: SkillRegistry, name: str, state_hash: str, fingerprint: str) -> None:
+    reg.store.delete(state_hash, fingerprint)
+    reg.index.set_state(name, fingerprint, None)
+
+
+def _reindex_demos(reg: SkillRegistry, row) -> None:
+    vectors = reg.embed_texts([d.input for d in row.skill.demonstrations])
+    reg.index.put_demos(row.skill, vectors)
+
+
+def _remove(path) -> None:
+    if path.is_dir():
+        import shutil
+
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)

@@ -1,0 +1,317 @@
+"""SkillIndex: the registry's Chroma collections. Chroma never embeds text: every collection is
+created with ``embedding_function=None`` and every write and query passes embeddings.
+
+Collections (cosine space):
+    skills          one row per skill. id = name; document = the skill as JSON (the source of truth
+                    for its content); metadata: content_hash, state_hash, n_demos, embedder and, per
+                    model, ``fp_<fp16>`` (the full fingerprint) and ``sha_<fp16>`` (its state file's
+                    sha256). The row's presence is the commit mark of an add.
+    demonstrations  one row per demonstration. id = ``{name}:{content_hash[:12]}:{i}``; embedding of its
+                    input; document = the input; metadata: skill, content_hash, index.
+The router adds a ``skill_states`` collection through :meth:`collection`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from skillsoup.errors import RegistryError
+from skillsoup.skill import Demonstration, Skill
+
+log = logging.getLogger(__name__)
+
+SKILLS = "skills"
+DEMOS = "demonstrations"
+_PAGE = 1000  # rows per get() page and per write batch (below Chroma's max batch size)
+
+
+@dataclass
+class SkillRow:
+    """One row of the ``skills`` collection, decoded."""
+
+    name: str
+    skill: Skill
+    content_hash: str
+    state_hash: str
+    n_demos: int
+    states: dict[str, tuple[str, str]] = field(default_factory=dict)  # fp16 -> (fingerprint, sha256)
+    metadata: dict = field(default_factory=dict)
+
+
+class _Missing(RegistryError):
+    """A collection does not exist yet."""
+
+
+def skill_document(skill: Skill) -> str:
+    doc = dict(skill.content_dict(), source=skill.source)
+    return json.dumps(doc, ensure_ascii=False, sort_keys=True)
+
+
+def skill_from_document(document: str) -> Skill:
+    try:
+        d = json.loads(document)
+        return Skill(
+            name=d["name"],
+            description=d["description"],
+            demonstrations=tuple(Demonstration(i, o) for i, o in d["demonstrations"]),
+            template=d["template"],
+            tags=tuple(d.get("tags", ())),
+            tests=tuple(Demonstration(i, o) for i, o in d.get("tests", ())),
+            source=d.get("source", ""),
+        )
+    except (ValueError, KeyError, TypeError) as exc:
+        raise RegistryError(f"a skill row in the index is unreadable ({exc}); run skillsoup doctor") from None
+
+
+def skill_text(skill: Skill, max_inputs: int = 20) -> str:
+    """What a skill row's embedding is computed from: name, description and some inputs."""
+    inputs = "\n".join(d.input for d in skill.demonstrations[:max_inputs])
+    return f"{skill.name.replace('-', ' ').replace('_', ' ')}: {skill.description}\n{inputs}"
+
+
+def demo_id(name: str, content_hash: str, index: int) -> str:
+    return f"{name}:{content_hash[:12]}:{index}"
+
+
+def _vectors(embeddings: np.ndarray) -> list[list[float]]:
+    return np.asarray(embeddings, dtype=np.float32).tolist()
+
+
+class SkillIndex:
+    """Thin, typed wrapper over the Chroma client; knows nothing about models or files."""
+
+    def __init__(self, client, embedder_name: str, server: bool = False):
+        self.client = client
+        self.server = server
+        self.embedder_name = embedder_name
+        self._cols: dict[str, object] = {}
+
+    # ---- opening ---------------------------------------------------------------------------
+    @staticmethod
+    def connect(path: Path | None = None, chroma_url: str | None = None):
+        """A Chroma client: a server at ``chroma_url``, else embedded under ``path``."""
+        import chromadb
+        from chromadb.config import Settings
+
+        settings = Settings(anonymized_telemetry=False)
+        if chroma_url:
+            from urllib.parse import urlparse
+
+            url = urlparse(chroma_url if "://" in chroma_url else f"http://{chroma_url}")
+            if url.scheme not in ("http", "https") or not url.hostname:
+                raise RegistryError(f"--chroma-url {chroma_url!r} is not an http(s)://HOST:PORT address")
+            port = url.port or (443 if url.scheme == "https" else 8000)
+            try:
+                return chromadb.HttpClient(host=url.hostname, port=port, ssl=url.scheme == "https", settings=settings)
+            except Exception as exc:  # chromadb raises bare ValueError/ConnectionError subclasses
+                raise RegistryError(f"cannot reach the Chroma server at {chroma_url}: {exc}; is `chroma run` up?") from None
+        assert path is not None
+        os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            return chromadb.PersistentClient(path=str(path), settings=settings)
+        except Exception as exc:
+            raise RegistryError(f"cannot open the Chroma index in {path}: {exc}; run skillsoup doctor") from None
+
+    def existing(self) -> bool:
+        """Whether the collections exist (a fresh registry has none until the first write)."""
+        try:
+            self.collection(SKILLS, create=False)
+            self.collection(DEMOS, create=False)
+            return True
+        except _Missing:
+            return False
+
+    def recorded_embedder(self) -> str | None:
+        from chromadb.errors import NotFoundError
+
+        try:
+            col = self.client.get_collection(SKILLS, embedding_function=None)
+        except (NotFoundError, ValueError):
+            return None
+        return (col.metadata or {}).get("embedder")
+
+    def collection(self, name: str, create: bool = True, metadata: dict | None = None):
+        """A cosine-space collection without an embedding function (creating it needs the write lock)."""
+        if name in self._cols:
+            return self._cols[name]
+        from chromadb.errors import NotFoundError
+
+        try:
+            col = self.client.get_collection(name, embedding_function=None)
+        except (NotFoundError, ValueError):
+            if not create:
+                raise _Missing(f"the registry has no {name!r} collection yet") from None
+            meta = {"embedder": self.embedder_name, **(metadata or {})}
+            col = self.client.get_or_create_collection(
+                name, embedding_function=None, configuration={"hnsw": {"space": "cosine"}}, metadata=meta
+            )
+        recorded = (col.metadata or {}).get("embedder")
+        if recorded and recorded != self.embedder_name:
+            raise RegistryError(
+                f"the registry's {name!r} collection was embedded with {recorded!r}, not {self.embedder_name!r}; "
+                "open it with the same embedder or use another --registry"
+            )
+        self._cols[name] = col
+        return col
+
+    @property
+    def skills(self):
+        return self.collection(SKILLS)
+
+    @property
+    def demos(self):
+        return self.collection(DEMOS)
+
+    # ---- skill rows ------------------------------------------------------------------------
+    def _decode(self, rid: str, document: str, meta: dict) -> SkillRow:
+        states = {}
+        for key, value in meta.items():
+            if key.startswith("fp_"):
+                fp16 = key[3:]
+                sha = meta.get(f"sha_{fp16}")
+                if isinstance(sha, str):
+                    states[fp16] = (str(value), sha)
+        return SkillRow(
+            name=rid,
+            skill=skill_from_document(document),
+            content_hash=str(meta.get("content_hash", "")),
+            state_hash=str(meta.get("state_hash", "")),
+            n_demos=int(meta.get("n_demos", 0)),
+            states=states,
+            metadata=dict(meta),
+        )
+
+    def get_skills(self, names: Sequence[str] | None = None) -> dict[str, SkillRow]:
+        """Committed skills (all, or those of ``names`` that exist), by name."""
+        if not self.existing():
+            return {}
+        out = {}
+        for rid, doc, meta in self._rows(self.skills, ids=list(names) if names is not None else None, documents=True):
+            out[rid] = self._decode(rid, doc, meta or {})
+        return out
+
+    def skill_metadata(self, names: Sequence[str] | None = None) -> dict[str, dict]:
+        """Metadata only (cheaper than decoding documents), by name."""
+        if not self.existing():
+            return {}
+        return {rid: meta or {} for rid, _, meta in self._rows(self.skills, ids=list(names) if names is not None else None)}
+
+    def put_skill(self, skill: Skill, embedding: np.ndarray, states: dict[str, tuple[str, str]], drop: Sequence[str] = ()) -> None:
+        """Write (or replace) a skill's row: the commit mark. ``states``: fp16 -> (fingerprint, sha256);
+        ``drop``: fp16 keys of states that no longer apply (Chroma merges metadata on upsert)."""
+        meta: dict = {
+            "content_hash": skill.content_hash,
+            "state_hash": skill.state_hash,
+            "n_demos": len(skill.demonstrations),
+            "embedder": self.embedder_name,
+        }
+        for fp16 in drop:
+            meta[f"fp_{fp16}"] = None
+            meta[f"sha_{fp16}"] = None
+        for fp16, (fingerprint, sha) in states.items():
+            meta[f"fp_{fp16}"] = fingerprint
+            meta[f"sha_{fp16}"] = sha
+        self.skills.upsert(ids=[skill.name], embeddings=_vectors(embedding[None]), documents=[skill_document(skill)], metadatas=[meta])
+
+    def set_state(self, name: str, fingerprint: str, sha: str | None) -> None:
+        """Record (or with ``sha=None`` forget) the state file of skill ``name`` for one model."""
+        fp16 = fingerprint[:16]
+        value = {f"fp_{fp16}": fingerprint if sha else None, f"sha_{fp16}": sha}
+        self.skills.update(ids=[name], metadatas=[value])
+
+    def share_state(self, state_hash: str, fingerprint: str, sha: str) -> None:
+        """A state file is shared by every skill with the same template and demonstrations: after
+        it is rewritten, record its new sha256 on all of them."""
+        fp16 = fingerprint[:16]
+        res = self.skills.get(where={"state_hash": state_hash}, include=["metadatas"])
+        stale = [rid for rid, meta in zip(res["ids"], res["metadatas"])
+                 if (meta or {}).get(f"fp_{fp16}") == fingerprint and (meta or {}).get(f"sha_{fp16}") != sha]
+        if stale:
+            self.skills.update(ids=stale, metadatas=[{f"sha_{fp16}": sha} for _ in stale])
+
+    def delete_skill(self, name: str) -> None:
+        self.skills.delete(ids=[name])
+
+    # ---- demonstration rows ----------------------------------------------------------------
+    def put_demos(self, skill: Skill, embeddings: np.ndarray) -> None:
+        h = skill.content_hash
+        n = len(skill.demonstrations)
+        for start in range(0, n, _PAGE):
+            stop = min(n, start + _PAGE)
+            self.demos.upsert(
+                ids=[demo_id(skill.name, h, i) for i in range(start, stop)],
+                embeddings=_vectors(embeddings[start:stop]),
+                documents=[d.input for d in skill.demonstrations[start:stop]],
+                metadatas=[{"skill": skill.name, "content_hash": h, "index": i} for i in range(start, stop)],
+            )
+
+    def demo_rows(self, skill: str | None = None) -> Iterator[tuple[str, dict]]:
+        """(id, metadata) of every demonstration row, or those of one skill."""
+        if not self.existing():
+            return iter(())
+        where = {"skill": skill} if skill is not None else None
+        return ((rid, meta or {}) for rid, _, meta in self._rows(self.demos, where=where))
+
+    def delete_demos(self, ids: Sequence[str]) -> None:
+        ids = list(ids)
+        for start in range(0, len(ids), _PAGE):
+            self.demos.delete(ids=ids[start : start + _PAGE])
+
+    def delete_stale_demos(self, name: str, keep_hash: str | None) -> int:
+        """Remove ``name``'s demonstration rows whose content hash is not ``keep_hash``."""
+        stale = [rid for rid, meta in self.demo_rows(name) if meta.get("content_hash") != keep_hash]
+        self.delete_demos(stale)
+        return len(stale)
+
+    # ---- queries ---------------------------------------------------------------------------
+    def query(self, collection: str, embedding: np.ndarray, n: int, where: dict | None = None) -> list[tuple[str, float, dict]]:
+        """Nearest rows as (id, cosine similarity, metadata), best first."""
+        if n <= 0 or not self.existing():
+            return []
+        col = self.collection(collection, create=False)
+        count = col.count()
+        if count == 0:
+            return []
+        res = col.query(
+            query_embeddings=_vectors(np.asarray(embedding, dtype=np.float32).reshape(1, -1)),
+            n_results=min(n, count),
+            where=where,
+            include=["metadatas", "distances"],
+        )
+        ids, dists, metas = res["ids"][0], res["distances"][0], res["metadatas"][0]
+        return [(rid, 1.0 - float(d), m or {}) for rid, d, m in zip(ids, dists, metas)]
+
+    # ---- helpers ---------------------------------------------------------------------------
+    def _rows(self, col, ids=None, where=None, documents: bool = False) -> Iterator[tuple[str, str | None, dict]]:
+        include = ["metadatas", "documents"] if documents else ["metadatas"]
+        if ids is not None:
+            for start in range(0, len(ids), _PAGE):
+                res = col.get(ids=ids[start : start + _PAGE], include=include)
+                docs = res.get("documents") or [None] * len(res["ids"])
+                yield from zip(res["ids"], docs, res["metadatas"])
+            return
+        offset = 0
+        while True:
+            res = col.get(where=where, include=include, limit=_PAGE, offset=offset)
+            docs = res.get("documents") or [None] * len(res["ids"])
+            yield from zip(res["ids"], docs, res["metadatas"])
+            if len(res["ids"]) < _PAGE:
+                return
+            offset += _PAGE
+
+    def close(self) -> None:
+        self._cols.clear()
+        close = getattr(self.client, "close", None)
+        if close is not None:
+            try:
+                close()
+            except Exception as exc:  # closing must never mask the real error
+                log.debug("closing the Chroma client failed: %s", exc)

@@ -1,0 +1,384 @@
+"""SkillRegistry: skills (the source of truth) in a Chroma index, their states (a cache per model)
+in a StateStore.
+
+Order of writes, so that a skill is visible only when complete (a kill -9 at any point leaves every
+earlier skill intact and at most leftovers that readers ignore and ``doctor`` removes):
+    1. the state file (atomic rename)
+    2. the demonstration rows (ids carry the skill's content hash)
+    3. the skill row: its presence is the commit mark
+    4. only for a replace: the old version's demonstration rows and state files
+Readers list only skills with a skill row and ignore demonstration rows whose content hash differs
+from the skill row's. Writers hold the registry lock (embedded Chroma is not process-safe).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
+
+import numpy as np
+
+from skillsoup.errors import RegistryError, SkillNotFoundError, StateError, StateFileError
+from skillsoup.registry.index import DEMOS, SKILLS, SkillIndex, SkillRow, skill_text
+from skillsoup.registry.lock import NoLock, RegistryLock
+from skillsoup.registry.settings import Settings
+from skillsoup.registry.store import StateStore, fp_key
+from skillsoup.skill import Skill
+from skillsoup.state import SkillState
+
+if TYPE_CHECKING:
+    from skillsoup.models.base import StateModel
+    from skillsoup.registry.doctor import DoctorReport
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[int, int, str], None]  # (skills done, total, name of the skill just done)
+_EMBED_CHUNK = 32  # skills whose texts are embedded in one batch
+
+
+@dataclass(frozen=True)
+class AddResult:
+    name: str
+    status: str  # "added" | "unchanged" | "replaced" | "rebuilt"
+    n_demos: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class SkillInfo:
+    name: str
+    description: str
+    n_demos: int
+    tags: tuple[str, ...]
+    content_hash: str
+    state_hash: str
+    models: tuple[str, ...]  # fingerprints with a recorded state
+    source: str
+
+
+class DemoMatch(NamedTuple):
+    skill: str
+    similarity: float  # cosine
+    index: int  # position of the demonstration in the skill
+
+
+class SkillMatch(NamedTuple):
+    skill: str
+    similarity: float
+
+
+def skill_token_ids(model: StateModel, skill: Skill) -> list[int]:
+    """The tokens whose state is the skill's state: BOS (when the tokenizer has one, like
+    ``model.neutral_state()``) then the rendered demonstrations."""
+    bos = getattr(model.tokenizer, "bos_token_id", None) if model.tokenizer is not None else None
+    return ([bos] if bos is not None else []) + model.encode(skill.render_demonstrations())
+
+
+def capture_skill(model: StateModel, skill: Skill) -> SkillState:
+    state = model.capture(skill_token_ids(model, skill))
+    state.meta.update(skill=skill.name, state_hash=skill.state_hash)
+    return state
+
+
+class SkillRegistry:
+    def __init__(self, path: Path, index: SkillIndex, embedder, chroma_url: str | None = None, lock_timeout: float | None = None):
+        self.path = Path(path)
+        self.chroma_url = chroma_url
+        self.index = index
+        self.embedder = embedder
+        self.store = StateStore(self.path / "states")
+        self._settings = Settings(self.path)
+        # a Chroma server serialises index writes itself; the file lock guards the embedded index
+        self.lock = NoLock() if chroma_url else RegistryLock(self.path, lock_timeout)
+        self._settings_lock = RegistryLock(self.path, lock_timeout) if chroma_url else self.lock
+
+    # ---- opening ---------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: str | os.PathLike | None = None, chroma_url: str | None = None, embedder=None,
+             lock_timeout: float | None = None) -> SkillRegistry:
+        """Open (lazily create) the registry at ``path`` (default: config's registry folder).
+
+        ``embedder``: an object with ``embed(texts)``, ``name`` and ``dim``, or a name for
+        :func:`skillsoup.embedding.get_embedder`; by default the one the registry was built with."""
+        from skillsoup import config
+        from skillsoup.embedding import get_embedder
+
+        path = Path(path).expanduser() if path is not None else config.default_registry_dir()
+        if path.exists() and not path.is_dir():
+            raise RegistryError(f"registry path {path} is a file; pass a folder with --registry")
+        client = SkillIndex.connect(path / "chroma" if not chroma_url else None, chroma_url)
+        probe = SkillIndex(client, "")
+        recorded = probe.recorded_embedder()
+        if embedder is None or isinstance(embedder, (str, os.PathLike)):
+            name = str(embedder) if embedder is not None else (recorded or config.default_embedder())
+            embedder = get_embedder(name)
+        index = SkillIndex(client, embedder.name, server=bool(chroma_url))
+        if recorded and recorded != embedder.name:
+            index.close()
+            raise RegistryError(
+                f"registry {path} was indexed with embedder {recorded!r}, not {embedder.name!r}; "
+                "open it with that embedder or use another --registry"
+            )
+        log.info("opened registry %s (%s, embedder %s)", path, chroma_url or "embedded Chroma", embedder.name)
+        return cls(path, index, embedder, chroma_url=chroma_url, lock_timeout=lock_timeout)
+
+    def close(self) -> None:
+        self.lock.release()
+        self.index.close()
+
+    def __enter__(self) -> SkillRegistry:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"SkillRegistry({str(self.path)!r}, chroma_url={self.chroma_url!r}, embedder={self.embedder.name!r})"
+
+    # ---- reading ---------------------------------------------------------------------------
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        return self.embedder.embed(list(texts))
+
+    def names(self) -> list[str]:
+        return sorted(self.index.skill_metadata())
+
+    def list(self) -> list[SkillInfo]:
+        return [_info(row) for _, row in sorted(self.index.get_skills().items())]
+
+    def _row(self, name: str) -> SkillRow:
+        row = self.index.get_skills([name]).get(name)
+        if row is None:
+            raise SkillNotFoundError(f"no skill named {name!r} in registry {self.path}; see skillsoup skills list")
+        return row
+
+    def get(self, name: str) -> Skill:
+        return self._row(name).skill
+
+    def info(self, name: str) -> SkillInfo:
+        return _info(self._row(name))
+
+    def __contains__(self, name: str) -> bool:
+        return bool(self.index.skill_metadata([name]))
+
+    def query_skills(self, embedding: np.ndarray, n: int) -> list[SkillMatch]:
+        return [SkillMatch(rid, sim) for rid, sim, _ in self.index.query(SKILLS, embedding, n)]
+
+    def query_demonstrations(self, embedding: np.ndarray, n: int) -> list[DemoMatch]:
+        """The ``n`` nearest demonstrations of committed skills (leftover rows are skipped)."""
+        want, out = n, []
+        while True:
+            hits = self.index.query(DEMOS, embedding, want)
+            current = self.index.skill_metadata(sorted({m.get("skill") for _, _, m in hits if m.get("skill")}))
+            out = [
+                DemoMatch(m["skill"], sim, int(m.get("index", -1)))
+                for _, sim, m in hits
+                if m.get("skill") in current and current[m["skill"]].get("content_hash") == m.get("content_hash")
+            ]
+            if len(out) >= n or len(hits) < want:  # enough, or the collection is exhausted
+                return out[:n]
+            want *= 4
+
+    # ---- states ----------------------------------------------------------------------------
+    def state(self, name: str, model: StateModel, recompute: bool = True) -> SkillState:
+        """The skill's state for ``model``. A missing, corrupted or foreign state is never used:
+        it is recomputed from the demonstrations (with a warning), or with ``recompute=False``
+        a StateError says so."""
+        row = self._row(name)
+        problem = self._load_problem(row, model)
+        if not isinstance(problem, str):
+            return problem
+        if not recompute:
+            raise StateFileError(f"skill {name!r}: {problem}; run skillsoup skills rebuild")
+        log.warning("skill %r: %s; recomputing it from its %d demonstrations", name, problem, row.n_demos)
+        with self.lock:
+            row = self._row(name)  # it may have changed while we waited for the lock
+            return self._recompute(row, model)
+
+    def _load_problem(self, row: SkillRow, model: StateModel) -> SkillState | str:
+        record = row.states.get(fp_key(model.fingerprint))
+        if record is None or record[0] != model.fingerprint:
+            return f"no state recorded for model {model.fingerprint[:12]}"
+        try:
+            return self.store.load(row.state_hash, model.fingerprint, record[1], model)
+        except StateError as exc:
+            return str(exc)
+
+    def _recompute(self, row: SkillRow, model: StateModel) -> SkillState:
+        state = capture_skill(model, row.skill)
+        sha = self.store.put(state, row.state_hash)
+        self.index.set_state(row.name, model.fingerprint, sha)
+        self.index.share_state(row.state_hash, model.fingerprint, sha)
+        return state
+
+    # ---- writing ---------------------------------------------------------------------------
+    def add(self, skills: Iterable[Skill], model: StateModel, replace: bool = False,
+            progress: ProgressFn | None = None) -> list[AddResult]:
+        """Add skills with their states for ``model``. An unchanged skill is a no-op (its state is
+        computed if this model has none); a changed one with an existing name needs ``replace``.
+        Every conflict is reported before anything is written."""
+        skills = list(skills)
+        seen: set[str] = set()
+        for s in skills:
+            if s.name in seen:
+                raise RegistryError(f"skill {s.name!r} is given twice; rename one of them")
+            seen.add(s.name)
+        with self.lock:
+            self.index.collection(SKILLS), self.index.collection(DEMOS)
+            current = self.index.skill_metadata()
+            plan = [(s, _status(s, current.get(s.name))) for s in skills]
+            conflicts = [s.name for s, status in plan if status == "conflict" and not replace]
+            if conflicts:
+                raise RegistryError(
+                    f"skill{'s' if len(conflicts) > 1 else ''} {', '.join(map(repr, conflicts))} already in the registry "
+                    "with different content; add with --replace to overwrite, or rename"
+                )
+            plan = [(s, "replaced" if status == "conflict" else status) for s, status in plan]
+            state_refs = Counter(m.get("state_hash") for m in current.values())
+            results: list[AddResult] = []
+            for start in range(0, len(plan), _EMBED_CHUNK):
+                chunk = plan[start : start + _EMBED_CHUNK]
+                vectors = self._embed_skills([s for s, status in chunk if status != "unchanged"])
+                for skill, status in chunk:
+                    t0 = time.perf_counter()
+                    if status == "unchanged":
+                        self._ensure_state(skill, current[skill.name], model)
+                    else:
+                        self._write(skill, vectors[skill.name], model, current.get(skill.name), state_refs)
+                    results.append(AddResult(skill.name, status, len(skill.demonstrations), time.perf_counter() - t0))
+                    if progress is not None:
+                        progress(len(results), len(plan), skill.name)
+            return results
+
+    def _embed_skills(self, skills: list[Skill]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """name -> (skill-row vector [dim], demonstration vectors [n, dim]), embedded in one batch."""
+        texts: list[str] = []
+        for s in skills:
+            texts.append(skill_text(s))
+            texts.extend(d.input for d in s.demonstrations)
+        vectors = self.embed_texts(texts) if texts else np.zeros((0, 1), np.float32)
+        out, at = {}, 0
+        for s in skills:
+            n = len(s.demonstrations)
+            out[s.name] = (vectors[at], vectors[at + 1 : at + 1 + n])
+            at += 1 + n
+        return out
+
+    def _write(self, skill: Skill, vectors, model: StateModel, old: dict | None, state_refs: Counter) -> None:
+        """Steps 1-4 of the module docstring for one skill; ``state_refs`` counts skills per state hash."""
+        skill_vec, demo_vecs = vectors
+        state = capture_skill(model, skill)
+        sha = self.store.put(state, skill.state_hash)  # 1. state file
+        if state_refs[skill.state_hash] > 0:
+            self.index.share_state(skill.state_hash, model.fingerprint, sha)
+        self.index.put_demos(skill, demo_vecs)  # 2. demonstration rows
+        fp16 = fp_key(model.fingerprint)
+        keep_old = old is not None and old.get("state_hash") == skill.state_hash
+        drop = [] if old is None or keep_old else [k[3:] for k in old if k.startswith("fp_") and k[3:] != fp16]
+        self.index.put_skill(skill, skill_vec, {fp16: (model.fingerprint, sha)}, drop=drop)  # 3. commit
+        state_refs[skill.state_hash] += 1
+        if old is not None:  # 4. the replaced version's leftovers
+            state_refs[old.get("state_hash")] -= 1
+            self.index.delete_stale_demos(skill.name, skill.content_hash)
+            if not keep_old:
+                self._drop_state_files(old, in_use=state_refs[old.get("state_hash")] > 0)
+
+    def _drop_state_files(self, meta: dict, in_use: bool) -> None:
+        """Delete the state files recorded in a skill row's metadata unless another skill uses them."""
+        state_hash = meta.get("state_hash")
+        if not state_hash or in_use:
+            return
+        for key, fingerprint in meta.items():
+            if key.startswith("fp_") and isinstance(fingerprint, str):
+                self.store.delete(state_hash, fingerprint)
+
+    def _ensure_state(self, skill: Skill, meta: dict, model: StateModel) -> None:
+        """An unchanged skill needs nothing unless this model has no state file for it yet."""
+        fp16 = fp_key(model.fingerprint)
+        if meta.get(f"fp_{fp16}") == model.fingerprint and self.store.exists(skill.state_hash, model.fingerprint):
+            return
+        row = self._row(skill.name)
+        self._recompute(row, model)
+
+    def remove(self, name: str) -> None:
+        """Delete a skill: its row first (so it disappears at once), then its leftovers."""
+        with self.lock:
+            row = self._row(name)
+            self.index.delete_skill(name)
+            self.index.delete_stale_demos(name, None)
+            others = {m.get("state_hash") for m in self.index.skill_metadata().values()}
+            self._drop_state_files(row.metadata, in_use=row.state_hash in others)
+
+    def rebuild(self, model: StateModel, names: Sequence[str] | None = None,
+                progress: ProgressFn | None = None) -> list[AddResult]:
+        """Recompute the states of ``names`` (default all) for ``model`` from their demonstrations."""
+        with self.lock:
+            rows = self.index.get_skills()
+            if names is not None:
+                missing = sorted(set(names) - set(rows))
+                if missing:
+                    raise SkillNotFoundError(f"no skill named {', '.join(map(repr, missing))} in registry {self.path}")
+                rows = {n: rows[n] for n in names}
+            results = []
+            for i, (name, row) in enumerate(sorted(rows.items())):
+                t0 = time.perf_counter()
+                self._recompute(row, model)
+                results.append(AddResult(name, "rebuilt", row.n_demos, time.perf_counter() - t0))
+                if progress is not None:
+                    progress(i + 1, len(rows), name)
+            return results
+
+    def doctor(self, model: StateModel | None = None, repair: bool = True) -> DoctorReport:
+        """Check index against state files (and, given ``model``, that every skill has a state
+        for it); with ``repair``, fix what was found. See :mod:`skillsoup.registry.doctor`."""
+        from skillsoup.registry.doctor import run_doctor
+
+        if not repair:
+            return run_doctor(self, model, repair=False)
+        with self.lock:
+            return run_doctor(self, model, repair=True)
+
+    # ---- settings --------------------------------------------------------------------------
+    def get_setting(self, key: str, default=None):
+        return self._settings.read()[1].get(key, default)
+
+    def settings(self) -> tuple[int, dict]:
+        """(version, all values); the version grows with every write."""
+        return self._settings.read()
+
+    def set_setting(self, key: str, value) -> int:
+        """Store a JSON-able value (None removes the key); returns the new settings version."""
+        with self._settings_lock:
+            return self._settings.write(key, value)
+
+    # ---- sizes -----------------------------------------------------------------------------
+    def disk_usage(self) -> dict[str, int]:
+        """Bytes on disk: {"chroma": ..., "states": ...} (chroma is 0 with a server)."""
+        chroma = self.path / "chroma"
+        size = sum(p.stat().st_size for p in chroma.rglob("*") if p.is_file()) if chroma.is_dir() else 0
+        return {"chroma": size, "states": self.store.nbytes()}
+
+
+def _status(skill: Skill, meta: dict | None) -> str:
+    if meta is None:
+        return "added"
+    return "unchanged" if meta.get("content_hash") == skill.content_hash else "conflict"
+
+
+def _info(row: SkillRow) -> SkillInfo:
+    s = row.skill
+    return SkillInfo(
+        name=row.name,
+        description=s.description,
+        n_demos=len(s.demonstrations),
+        tags=s.tags,
+        content_hash=row.content_hash,
+        state_hash=row.state_hash,
+        models=tuple(sorted(fp for fp, _ in row.states.values())),
+        source=s.source,
+    )
