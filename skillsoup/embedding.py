@@ -40,16 +40,16 @@ def _load(source: str, device: str, offline: bool):
     with _LOCK:
         if key in _MODELS:
             return _MODELS[key]
+        if offline:  # a local folder is complete: never let the hub be asked (read at import)
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
         try:
             from sentence_transformers import SentenceTransformer
         except ImportError:
             raise ModelLoadError(
                 "text embedding needs the package sentence-transformers (pip install sentence-transformers)"
             ) from None
-        if offline:  # the packaged model is complete: never let the hub be asked
-            os.environ["HF_HUB_OFFLINE"] = "1"
         try:
-            model = SentenceTransformer(source, device=device)
+            model = SentenceTransformer(source, device=device, local_files_only=offline)
         except (OSError, ValueError) as exc:
             raise ModelLoadError(
                 f"cannot load embedding model {source!r}: {exc}. Pass an existing sentence-transformers "

@@ -1,0 +1,208 @@
+"""``skillsoup add``, ``skillsoup skills ...`` and ``skillsoup doctor``: rendering over SkillRegistry."""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from skillsoup.cli import app
+from skillsoup.cli.common import ChromaUrlOpt, ModelOpt, RegistryOpt, console, err_console, load_cli_model, open_registry
+
+skills_app = typer.Typer(name="skills", help="List, show, export, remove and rebuild skills.", no_args_is_help=True)
+app.add_typer(skills_app, name="skills")
+
+
+@contextmanager
+def _progress(title: str):
+    """A rich progress bar on stderr; yields the registry's progress callback."""
+    bar = Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("{task.fields[skill]}"), console=err_console, transient=True,
+    )
+    with bar:
+        task = bar.add_task(title, total=None, skill="")
+
+        def update(done: int, total: int, name: str) -> None:
+            bar.update(task, completed=done, total=total, skill=name)
+
+        yield update
+
+
+def _results_table(results, title: str) -> Table:
+    table = Table(title=title)
+    table.add_column("skill")
+    table.add_column("status")
+    table.add_column("demos", justify="right")
+    table.add_column("time", justify="right")
+    for r in results:
+        table.add_row(escape(r.name), r.status, str(r.n_demos), f"{r.seconds:.2f} s")
+    return table
+
+
+@app.command()
+def add(
+    paths: Annotated[list[Path], typer.Argument(help="Skill files (YAML, JSONL, Markdown) or folders of them.")],
+    replace: Annotated[bool, typer.Option("--replace", help="Overwrite skills that exist with other content.")] = False,
+    registry: RegistryOpt = None,
+    chroma_url: ChromaUrlOpt = None,
+    model: ModelOpt = None,
+) -> None:
+    """Add skills from files: index them and capture their states."""
+    from skillsoup.skillfiles import load_skills
+
+    skills = load_skills(paths)
+    m = load_cli_model(model)
+    with open_registry(registry, chroma_url) as reg, _progress("capturing") as progress:
+        results = reg.add(skills, m, replace=replace, progress=progress)
+    console.print(_results_table(results, f"{len(results)} skills in {reg.path}"))
+    counts = {s: sum(r.status == s for r in results) for s in ("added", "replaced", "unchanged")}
+    console.print(", ".join(f"{n} {s}" for s, n in counts.items()))
+
+
+@skills_app.command("list")
+def list_skills(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    registry: RegistryOpt = None,
+    chroma_url: ChromaUrlOpt = None,
+) -> None:
+    """List the skills in the registry."""
+    with open_registry(registry, chroma_url) as reg:
+        infos = reg.list()
+    if as_json:
+        typer.echo(json.dumps([asdict(i) for i in infos], indent=2, ensure_ascii=False))
+        return
+    if not infos:
+        console.print(f"no skills in {reg.path}; add some with: skillsoup add FILE")
+        return
+    table = Table(title=f"{len(infos)} skills in {reg.path}")
+    for col in ("name", "demos", "models", "tags", "description"):
+        table.add_column(col, justify="right" if col in ("demos", "models") else "left")
+    for i in infos:
+        table.add_row(escape(i.name), str(i.n_demos), str(len(i.models)), escape(", ".join(i.tags)), escape(i.description))
+    console.print(table)
+
+
+@skills_app.command()
+def show(
+    name: Annotated[str, typer.Argument(help="Skill name.")],
+    limit: Annotated[int, typer.Option("--limit", "-n", help="Demonstrations to print.")] = 10,
+    registry: RegistryOpt = None,
+    chroma_url: ChromaUrlOpt = None,
+) -> None:
+    """Show one skill: description, hashes, models with a state, demonstrations."""
+    with open_registry(registry, chroma_url) as reg:
+        info, skill = reg.info(name), reg.get(name)
+    console.print(f"[bold]{escape(info.name)}[/]: {escape(info.description)}")
+    rows = [
+        ("tags", ", ".join(info.tags) or "-"),
+        ("source", info.source or "-"),
+        ("demonstrations", str(info.n_demos)),
+        ("held-out tests", str(len(skill.tests))),
+        ("content hash", info.content_hash[:16]),
+        ("state hash", info.state_hash[:16]),
+        ("states for models", ", ".join(fp[:16] for fp in info.models) or "none yet"),
+        ("template", json.dumps(skill.template)),
+    ]
+    for key, value in rows:
+        console.print(f"  {key:18} {escape(value)}")
+    for i, d in enumerate(skill.demonstrations[:limit]):
+        console.print(f"  [dim]{i:>3}[/] {escape(json.dumps(d.input, ensure_ascii=False))} -> "
+                      f"{escape(json.dumps(d.output, ensure_ascii=False))}")
+    if len(skill.demonstrations) > limit:
+        console.print(f"  … {len(skill.demonstrations) - limit} more (--limit)")
+
+
+@skills_app.command()
+def remove(
+    name: Annotated[str, typer.Argument(help="Skill name.")],
+    registry: RegistryOpt = None,
+    chroma_url: ChromaUrlOpt = None,
+) -> None:
+    """Remove a skill, its demonstrations and its state files."""
+    with open_registry(registry, chroma_url) as reg:
+        reg.remove(name)
+    console.print(f"removed {escape(name)}")
+
+
+@skills_app.command()
+def rebuild(
+    names: Annotated[Optional[list[str]], typer.Argument(help="Skills to rebuild (default: all).")] = None,
+    registry: RegistryOpt = None,
+    chroma_url: ChromaUrlOpt = None,
+    model: ModelOpt = None,
+) -> None:
+    """Recompute skill states for a model (after changing or retraining it)."""
+    m = load_cli_model(model)
+    with open_registry(registry, chroma_url) as reg, _progress("rebuilding") as progress:
+        results = reg.rebuild(m, names=names or None, progress=progress)
+    console.print(_results_table(results, f"rebuilt {len(results)} states for model {m.fingerprint[:16]}"))
+
+
+@skills_app.command()
+def export(
+    name: Annotated[str, typer.Argument(help="Skill name.")],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="File to write (default: stdout).")] = None,
+    registry: RegistryOpt = None,
+    chroma_url: ChromaUrlOpt = None,
+) -> None:
+    """Write a skill back to a YAML skill file."""
+    from skillsoup.skillfiles import dump_skill_yaml
+
+    with open_registry(registry, chroma_url) as reg:
+        text = dump_skill_yaml(reg.get(name))
+    if output is None:
+        typer.echo(text, nl=not text.endswith("\n"))
+        return
+    from skillsoup.errors import SkillFileError
+
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise SkillFileError(f"cannot write {output}: {exc.strerror}; choose another -o path") from None
+    err_console.print(f"wrote {escape(name)} to {escape(str(output))}")
+
+
+@app.command()
+def doctor(
+    no_repair: Annotated[bool, typer.Option("--no-repair", help="Only report; change nothing.")] = False,
+    registry: RegistryOpt = None,
+    chroma_url: ChromaUrlOpt = None,
+    model: ModelOpt = None,
+) -> None:
+    """Check the index against the state files and repair (exit 1 if problems remain)."""
+    from skillsoup import config
+    from skillsoup.errors import ModelLoadError
+
+    m = None
+    if model is not None:
+        m = load_cli_model(model)
+    else:
+        try:
+            m = load_cli_model(config.default_model())
+        except ModelLoadError:
+            err_console.print("[dim]no default model: checking recorded states only (pass --model to check one)[/]")
+    with open_registry(registry, chroma_url) as reg:
+        report = reg.doctor(m, repair=not no_repair)
+    summary = f"{report.skills} skills, {report.demo_rows} demonstration rows, {report.state_files} state files"
+    if report.clean:
+        console.print(f"registry {reg.path} is healthy: {summary}")
+        return
+    table = Table(title=f"{len(report.problems)} problems in {reg.path} ({summary})")
+    for col in ("problem", "where", "detail"):
+        table.add_column(col, overflow="fold")
+    for p in report.problems:
+        table.add_row(p.kind, escape(p.subject), escape(p.detail))
+    console.print(table)
+    if report.repaired:
+        console.print(f"repaired {len(report.problems)} problems")
+        return
+    console.print("run skillsoup doctor without --no-repair to fix them")
+    raise typer.Exit(1)
