@@ -22,7 +22,11 @@ app.add_typer(skills_app, name="skills")
 
 @contextmanager
 def _progress(title: str):
-    """A rich progress bar on stderr; yields the registry's progress callback."""
+    """A rich progress bar on stderr (a terminal only: logs and pipes stay clean); yields the
+    registry's progress callback."""
+    if not err_console.is_terminal:
+        yield None
+        return
     bar = Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         TextColumn("{task.fields[skill]}"), console=err_console, transient=True,
@@ -196,7 +200,8 @@ def doctor(
         console.print(f"registry {reg.path} is healthy: {summary}")
         return
     table = Table(title=f"{len(report.problems)} problems in {reg.path} ({summary})")
-    for col in ("problem", "where", "detail"):
+    table.add_column("problem", no_wrap=True)
+    for col in ("where", "detail"):
         table.add_column(col, overflow="fold")
     for p in report.problems:
         table.add_row(p.kind, escape(p.subject), escape(p.detail))
@@ -204,5 +209,7 @@ def doctor(
     if report.repaired:
         console.print(f"repaired {len(report.problems)} problems")
         return
-    console.print("run skillsoup doctor without --no-repair to fix them")
-    raise typer.Exit(1)
+    from skillsoup.errors import RegistryError
+
+    # an error, not typer.Exit: main() turns it into the exit code (and a red line)
+    raise RegistryError(f"{len(report.problems)} problems left as they are; run skillsoup doctor without --no-repair to fix them")

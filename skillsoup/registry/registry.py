@@ -112,7 +112,11 @@ class SkillRegistry:
         path = Path(path).expanduser() if path is not None else config.default_registry_dir()
         if path.exists() and not path.is_dir():
             raise RegistryError(f"registry path {path} is a file; pass a folder with --registry")
-        client = SkillIndex.connect(path / "chroma" if not chroma_url else None, chroma_url)
+        if chroma_url or (path / "chroma" / "chroma.sqlite3").is_file():
+            client = SkillIndex.connect(path / "chroma" if not chroma_url else None, chroma_url)
+        else:  # creating the index writes it: one process at a time
+            with RegistryLock(path, lock_timeout):
+                client = SkillIndex.connect(path / "chroma", None)
         probe = SkillIndex(client, "")
         recorded = probe.recorded_embedder()
         if embedder is None or isinstance(embedder, (str, os.PathLike)):

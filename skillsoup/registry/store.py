@@ -1,13 +1,15 @@
 """StateStore: skill states as safetensors files, one per (state hash, model fingerprint).
 
 Layout: ``REGISTRY/states/<fingerprint[:16]>/<state_hash>.safetensors``. Files are written atomically
-by ``SkillState.save`` (temp file, fsync, rename); the index records each file's sha256, and ``load``
-checks it before ``SkillState.load``'s own checks, so a truncated, edited or foreign file is never used.
+by ``SkillState.save`` (temp file, fsync, rename); the index records each file's sha256 (see
+:func:`state_sha256`), and ``load`` checks it before ``SkillState.load``'s own checks, so a truncated,
+edited or foreign file is never used.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import re
@@ -68,7 +70,7 @@ class StateStore:
             raise StateFileError(f"state file {path} is missing; it will be recomputed (skillsoup skills rebuild)") from None
         except OSError as exc:
             raise StateFileError(f"cannot read state file {path}: {exc.strerror}") from None
-        actual = hashlib.sha256(data).hexdigest()
+        actual = state_sha256(data)
         if actual != sha256:
             raise StateFileError(
                 f"state file {path} has sha256 {actual[:12]}…, the index expects {sha256[:12]}…: it was changed "
@@ -119,12 +121,24 @@ class StateStore:
         return sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file())
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
+def state_sha256(data: bytes) -> str:
+    """sha256 of a state file with its JSON header in canonical key order: safetensors writes the
+    header's keys in a random order, so equal states would otherwise hash differently. Any change to
+    a header value or to the tensor bytes changes it; an unparsable header is hashed as it is."""
+    n = int.from_bytes(data[:8], "little") if len(data) >= 8 else 0
+    header = data[8 : 8 + n]
+    try:
+        header = json.dumps(json.loads(header), sort_keys=True, separators=(",", ":")).encode()
+    except (ValueError, UnicodeDecodeError):
+        pass
+    h = hashlib.sha256(data[:8])
+    h.update(header)
+    h.update(data[8 + n :])
     return h.hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    return state_sha256(Path(path).read_bytes())
 
 
 def _remove_empty(folder: Path) -> None:

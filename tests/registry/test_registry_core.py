@@ -247,3 +247,14 @@ def test_empty_registry_reads_without_creating_anything(open_registry):
     assert reg.doctor(repair=False).clean
     with pytest.raises(SkillNotFoundError):
         reg.get("x")
+
+
+def test_state_sha256_ignores_header_key_order_but_not_content(tmp_path, tiny_model):
+    """safetensors writes its header keys in random order: equal states must still hash equal."""
+    from skillsoup.registry.store import file_sha256
+
+    state = capture_skill(tiny_model, make_skill("alpha"))
+    shas = {file_sha256(state.save(tmp_path / f"{i}.safetensors")) for i in range(6)}
+    assert len(shas) == 1
+    state.ssm[0][0, 0, 0] += 1e-3
+    assert file_sha256(state.save(tmp_path / "changed.safetensors")) not in shas
