@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 
 DEFAULT_TEMPLATE = "Input: {input}\nOutput: {output}\n"
+_PLACEHOLDER = re.compile(r"\{(input|output)\}")
 
 
 @dataclass(frozen=True)
@@ -32,7 +34,9 @@ class Skill:
     source: str = field(default="", compare=False)  # file it came from; not part of the content
 
     def render_demonstration(self, demo: Demonstration) -> str:
-        return self.template.replace("{input}", demo.input).replace("{output}", demo.output)
+        # one pass, so an input that contains the text "{output}" stays as written
+        values = {"input": demo.input, "output": demo.output}
+        return _PLACEHOLDER.sub(lambda m: values[m.group(1)], self.template)
 
     def render_demonstrations(self, k: int | None = None) -> str:
         """The text whose state is the skill's state: the first ``k`` (default all) demonstrations."""
@@ -49,6 +53,8 @@ class Skill:
         """Where an answer ends: the template text after ``{output}`` (or the start of the next
         demonstration when nothing follows it)."""
         tail = self.template.split("{output}", 1)[1] if "{output}" in self.template else ""
+        if tail.strip():  # a visible end marker: stop as soon as it is written
+            return [tail.rstrip()]
         if tail.strip(" \t"):
             return [tail.rstrip(" \t")]
         head = self.template.split("{input}", 1)[0]

@@ -19,6 +19,9 @@ import torch.nn.functional as F
 
 # exp(+-60) stays far from float32 overflow (exp(88.7)); chunks whose decay exceeds it are split.
 _MAX_LOG_DECAY = 60.0
+# below this chunk size the factored form loses to the doubling scan, which is stable for any decay
+_MIN_FACTORED_CHUNK = 16
+_DOUBLING_CHUNK = 16
 
 
 # ---- causal depthwise conv -------------------------------------------------------------------
@@ -59,30 +62,35 @@ def _prep_delta(delta, delta_bias, delta_softplus, channel_dim=-2):
 
 def selective_scan(
     u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, initial_state=None,
-    chunk_size=64,
+    chunk_size=64, block_size=256,
 ):
     """Mamba-1 selective scan from ``initial_state``, exact and parallel within chunks.
 
     u, delta, z [b, d, l]; A [d, n]; B, C [b, n, l]; D, delta_bias [d]; initial_state [b, d, n]
     -> (y [b, d, l], final_state [b, d, n]) in float32.
 
-    Within a chunk, the decay from s to t is exp(A * (cum_t - cum_s)) with cum = cumsum(delta), so
-    h_t = exp(A cum_t) * (h_0 + sum_{s<=t} exp(-A cum_s) delta_s u_s B_s): two exps, one cumsum
-    (cum taken from the chunk's first token).
-    Chunks are short enough that exp(-A cum) cannot overflow; a Python loop runs over chunks only.
+    In a chunk of T tokens the decay from s to t is exp(A * (cum_t - cum_s)), cum = cumsum(delta),
+    so the chunk's own contribution is E_t * cumsum_s(u_s / E_s) with E = exp(A * cum): one exp
+    over [b, d, t, n], everything else multiplies. T is the largest power of two <= chunk_size for
+    which E cannot underflow (so 1/E cannot overflow). Where a block has decays so fast that T
+    would drop below 16, that block uses a log-depth doubling scan over chunks of 16 instead
+    (products of decays only, stable for any dt). A Python loop runs over chunk boundaries only,
+    carrying the small [b, d, n] state. Tokens go in blocks of ``block_size`` to bound memory.
     """
     bsz, d, l = u.shape
-    n = A.shape[-1]
-    delta = _prep_delta(delta, delta_bias, delta_softplus)
+    delta = _prep_delta(delta, delta_bias, delta_softplus)  # [b, d, l]
     A = A.float()
-    dtu = delta * u.float()  # [b, d, l]
-    Bt = B.float().transpose(1, 2)  # [b, l, n]
-    Ct = C.float().transpose(1, 2)  # [b, l, n]
-    h = u.new_zeros(bsz, d, n, dtype=torch.float32) if initial_state is None else initial_state.float()
-    ys: list[torch.Tensor] = []
-    a_max = float(A.detach().abs().max()) if A.numel() else 0.0
-    for start in range(0, l, chunk_size):
-        h = _scan_span(h, delta, dtu, A, Bt, Ct, ys, start, min(start + chunk_size, l), a_max)
+    dtu = delta * u.float()
+    h = u.new_zeros(bsz, d, A.shape[-1], dtype=torch.float32) if initial_state is None else initial_state.float()
+    a_max = A.detach().abs().amax(-1)  # [d], fastest decay per channel
+    ys = []
+    for start in range(0, l, block_size):
+        end = min(start + block_size, l)
+        t = _safe_chunk_size(delta[:, :, start:end], a_max, chunk_size)
+        scan = _scan_block if t >= _MIN_FACTORED_CHUNK else _scan_block_doubling
+        y, h = scan(h, delta[:, :, start:end], dtu[:, :, start:end], A, B[:, :, start:end].float(),
+                    C[:, :, start:end].float(), t if t >= _MIN_FACTORED_CHUNK else _DOUBLING_CHUNK)
+        ys.append(y)
     y = torch.cat(ys, dim=-1) if ys else u.new_zeros(bsz, d, 0, dtype=torch.float32)
     if D is not None:
         y = y + u.float() * D.float()[:, None]
@@ -91,26 +99,70 @@ def selective_scan(
     return y, h
 
 
-def _scan_span(h, delta, dtu, A, Bt, Ct, ys, start, end, a_max):
-    """Scan tokens [start, end) from h, appending their outputs to ys; returns the state after `end`.
+def _safe_chunk_size(delta, a_max, chunk_size):
+    """Largest power of two T <= chunk_size such that every chunk's decay, counted from its first
+    token, stays within exp(-_MAX_LOG_DECAY)."""
+    l = delta.shape[-1]
+    rate = (delta.detach() * a_max[:, None]).float()  # [b, d, l] log-decay per token, fastest state
+    t = 1 << max(0, min(chunk_size, l) - 1).bit_length()
+    while t > 1:
+        padded = F.pad(rate, (0, -l % t)).unflatten(-1, (-1, t))  # [b, d, nc, t]
+        if float((padded.sum(-1) - padded[..., 0]).max()) <= _MAX_LOG_DECAY:
+            break
+        t //= 2
+    return t
 
-    Decays are taken relative to the span's first token, so a one-token span never overflows."""
-    cum = torch.cumsum(delta[:, :, start:end], dim=-1)  # [b, d, t]
-    rel = cum - cum[..., :1]  # [b, d, t], decay exponent from the first token (0 at t = start)
-    if end - start > 1 and float(rel[..., -1].detach().max()) * a_max > _MAX_LOG_DECAY:
-        mid = (start + end) // 2
-        h = _scan_span(h, delta, dtu, A, Bt, Ct, ys, start, mid, a_max)
-        return _scan_span(h, delta, dtu, A, Bt, Ct, ys, mid, end, a_max)
-    h_first = torch.exp(delta[:, :, start, None] * A) * h  # h decayed by the first token  [b, d, n]
-    log_decay = rel.unsqueeze(-1) * A[:, None, :]  # [b, d, t, n], <= 0
-    inputs = dtu[:, :, start:end, None] * Bt[:, None, start:end, :]  # [b, d, t, n]
+
+def _scan_block(h, delta, dtu, A, B, C, t):
+    """Scan one block from state h in chunks of t tokens. delta, dtu [b, d, l]; B, C [b, n, l]."""
+    bsz, d, l = delta.shape
+    pad = -l % t
+    if pad:  # zero delta and input: padded tokens leave the state unchanged
+        delta, dtu, B, C = (F.pad(x, (0, pad)) for x in (delta, dtu, B, C))
+    nc = (l + pad) // t
+    delta_c, dtu_c = delta.unflatten(-1, (nc, t)), dtu.unflatten(-1, (nc, t))  # [b, d, nc, t]
+    B_c, C_c = B.unflatten(-1, (nc, t)), C.unflatten(-1, (nc, t))  # [b, n, nc, t]
+    rel = torch.cumsum(delta_c, dim=-1) - delta_c[..., :1]  # [b, d, nc, t], from the chunk's first token
+    E = torch.exp(rel.unsqueeze(-1) * A[:, None, None, :])  # [b, d, nc, t, n], in (e^-60, 1]
+    inputs = dtu_c.unsqueeze(-1) * B_c.permute(0, 2, 3, 1).unsqueeze(1)  # [b, d, nc, t, n]
     if torch.is_grad_enabled():  # training: out-of-place so autograd keeps what it needs
-        states = (torch.cumsum(inputs * torch.exp(-log_decay), dim=2) + h_first[:, :, None, :]) * torch.exp(log_decay)
-    else:  # inference: in place, fewer allocations
-        states = torch.cumsum(inputs.mul_(torch.exp(-log_decay)), dim=2)
-        states.add_(h_first[:, :, None, :]).mul_(torch.exp(log_decay))  # h_t for every t in the span
-    ys.append(torch.einsum("bdtn,btn->bdt", states, Ct[:, start:end]))
-    return states[:, :, -1].contiguous()
+        local = torch.cumsum(inputs / E, dim=3) * E
+    else:
+        local = torch.cumsum(inputs.div_(E), dim=3).mul_(E)  # chunk-local states from zero
+    first = torch.exp(delta_c[..., 0].unsqueeze(-1) * A[:, None, :])  # [b, d, nc, n], first token's decay
+    carry = first * E[:, :, :, -1]  # decay of a chunk's start state across the whole chunk
+    starts = []
+    for c in range(nc):  # chunk boundaries only
+        starts.append(h)
+        h = local[:, :, c, -1] + carry[:, :, c] * h
+    start = torch.stack(starts, dim=2) * first  # [b, d, nc, n], start states decayed by token 0
+    states = local + E * start.unsqueeze(3)  # h_t for every token  [b, d, nc, t, n]
+    y = torch.einsum("bdctn,bnct->bdct", states, C_c).flatten(2)[..., :l]  # [b, d, l]
+    return y, h
+
+
+def _scan_block_doubling(h, delta, dtu, A, B, C, t):
+    """Same contract as :func:`_scan_block`, by a Hillis-Steele scan inside chunks of t tokens:
+    log2(t) steps that compose (decay, input) pairs, so no division and no overflow."""
+    bsz, d, l = delta.shape
+    pad = -l % t
+    if pad:
+        delta, dtu, B, C = (F.pad(x, (0, pad)) for x in (delta, dtu, B, C))
+    nc = (l + pad) // t
+    decay = torch.exp(delta.unflatten(-1, (nc, t)).unsqueeze(-1) * A[:, None, None, :])  # [b, d, nc, t, n]
+    x = dtu.unflatten(-1, (nc, t)).unsqueeze(-1) * B.unflatten(-1, (nc, t)).permute(0, 2, 3, 1).unsqueeze(1)
+    step = 1
+    while step < t:  # after the loop: x = chunk-local states from zero, decay = cumulative decay
+        x = torch.cat([x[:, :, :, :step], torch.addcmul(x[:, :, :, step:], decay[:, :, :, step:], x[:, :, :, :-step])], 3)
+        decay = torch.cat([decay[:, :, :, :step], decay[:, :, :, step:] * decay[:, :, :, :-step]], 3)
+        step *= 2
+    starts = []
+    for c in range(nc):  # chunk boundaries only
+        starts.append(h)
+        h = torch.addcmul(x[:, :, c, -1], decay[:, :, c, -1], h)
+    states = torch.addcmul(x, decay, torch.stack(starts, dim=2).unsqueeze(3))  # [b, d, nc, t, n]
+    y = torch.einsum("bdctn,bnct->bdct", states, C.unflatten(-1, (nc, t))).flatten(2)[..., :l]
+    return y, h
 
 
 def selective_scan_ref(

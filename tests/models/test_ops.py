@@ -71,3 +71,18 @@ def test_conv_continues_from_cached_inputs():
     assert_close("out", torch.cat([a, b], -1), whole, 1e-6)
     assert torch.equal(final, final2) and torch.equal(final, x[..., -4:])
     assert ops.conv_state_to_causal_conv1d(final).shape == (2, 5, 3)
+
+
+@pytest.mark.parametrize("path", ["_scan_block", "_scan_block_doubling"])
+def test_both_block_scans_match_recurrence(path, monkeypatch):
+    """Force each of the two parallel forms (factored chunks, doubling) over the same inputs."""
+    chosen = []
+    real = getattr(ops, path)
+    monkeypatch.setattr(ops, "_MIN_FACTORED_CHUNK", 1 if path == "_scan_block" else 10**9)
+    monkeypatch.setattr(ops, path, lambda *a: chosen.append(path) or real(*a))
+    kw = _mamba1_inputs(2, 5, 4, 70, 0.3, seed=9)
+    y, h = ops.selective_scan(**kw, chunk_size=16, block_size=32)
+    y_ref, h_ref = ops.selective_scan_ref(**kw)
+    assert chosen == [path] * 3  # 70 tokens in blocks of 32
+    assert_close("y", y, y_ref, RATIO)
+    assert_close("final state", h, h_ref, RATIO)
