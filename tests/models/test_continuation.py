@@ -101,3 +101,19 @@ def test_bfloat16_model_keeps_float32_states(mamba_dir):
     assert all(t.dtype == torch.float32 for t in state.tensors().values())
     logits, _ = m.forward([[9, 10]], state)
     assert logits.dtype == torch.float32 and torch.isfinite(logits).all()
+
+
+def test_hf_cache_round_trip_and_token_by_token_continuation(model):
+    """A state injected into transformers' cache continues exactly there, token by token."""
+    from skillsoup.models.hf_cache import from_hf_cache, to_hf_cache
+
+    ids = _ids(model, 30, 12)
+    state = model.capture(ids[:, :24])
+    cache = to_hf_cache(model, state)
+    full, _ = model.forward(ids)
+    with torch.no_grad():
+        for t in range(24, 30):
+            logits = model.hf(ids[:, t : t + 1], cache_params=cache, use_cache=True).logits[:, -1]
+            assert_close(f"token {t}", logits, full[:, t], RATIO)
+    back = from_hf_cache(model, cache, n_tokens=30)
+    assert_close("ssm after", back.ssm[0], model.capture(ids).ssm[0], RATIO)
