@@ -204,22 +204,34 @@ class SkillIndex:
             return {}
         return {rid: meta or {} for rid, _, meta in self._rows(self.skills, ids=list(names) if names is not None else None)}
 
-    def put_skill(self, skill: Skill, embedding: np.ndarray, states: dict[str, tuple[str, str]], drop: Sequence[str] = ()) -> None:
-        """Write (or replace) a skill's row: the commit mark. ``states``: fp16 -> (fingerprint, sha256);
-        ``drop``: fp16 keys of states that no longer apply (Chroma merges metadata on upsert)."""
-        meta: dict = {
-            "content_hash": skill.content_hash,
-            "state_hash": skill.state_hash,
-            "n_demos": len(skill.demonstrations),
-            "embedder": self.embedder_name,
-        }
-        for fp16 in drop:
-            meta[f"fp_{fp16}"] = None
-            meta[f"sha_{fp16}"] = None
-        for fp16, (fingerprint, sha) in states.items():
-            meta[f"fp_{fp16}"] = fingerprint
-            meta[f"sha_{fp16}"] = sha
-        self.skills.upsert(ids=[skill.name], embeddings=_vectors(embedding[None]), documents=[skill_document(skill)], metadatas=[meta])
+    def put_skills(self, rows: Sequence[tuple[Skill, np.ndarray, dict[str, tuple[str, str]], Sequence[str]]]) -> None:
+        """Write (or replace) skill rows, the commit marks: (skill, embedding [dim], states, drop) with
+        states fp16 -> (fingerprint, sha256) and drop the fp16 keys of states that no longer apply
+        (Chroma merges metadata on upsert, so stale keys must be set to None)."""
+        rows = list(rows)
+        for start in range(0, len(rows), _PAGE):
+            batch = rows[start : start + _PAGE]
+            metas = []
+            for skill, _, states, drop in batch:
+                meta: dict = {
+                    "content_hash": skill.content_hash,
+                    "state_hash": skill.state_hash,
+                    "n_demos": len(skill.demonstrations),
+                    "embedder": self.embedder_name,
+                }
+                for fp16 in drop:
+                    meta[f"fp_{fp16}"] = None
+                    meta[f"sha_{fp16}"] = None
+                for fp16, (fingerprint, sha) in states.items():
+                    meta[f"fp_{fp16}"] = fingerprint
+                    meta[f"sha_{fp16}"] = sha
+                metas.append(meta)
+            self.skills.upsert(
+                ids=[r[0].name for r in batch],
+                embeddings=_vectors(np.stack([r[1] for r in batch])),
+                documents=[skill_document(r[0]) for r in batch],
+                metadatas=metas,
+            )
 
     def set_state(self, name: str, fingerprint: str, sha: str | None) -> None:
         """Record (or with ``sha=None`` forget) the state file of skill ``name`` for one model."""
@@ -242,16 +254,25 @@ class SkillIndex:
 
     # ---- demonstration rows ----------------------------------------------------------------
     def put_demos(self, skill: Skill, embeddings: np.ndarray) -> None:
-        h = skill.content_hash
-        n = len(skill.demonstrations)
-        for start in range(0, n, _PAGE):
-            stop = min(n, start + _PAGE)
-            self.demos.upsert(
-                ids=[demo_id(skill.name, h, i) for i in range(start, stop)],
-                embeddings=_vectors(embeddings[start:stop]),
-                documents=[d.input for d in skill.demonstrations[start:stop]],
-                metadatas=[{"skill": skill.name, "content_hash": h, "index": i} for i in range(start, stop)],
-            )
+        self.put_demos_many([(skill, embeddings)])
+
+    def put_demos_many(self, items: Sequence[tuple[Skill, np.ndarray]]) -> None:
+        """Demonstration rows of several skills, in as few Chroma calls as the batch limit allows."""
+        ids, vecs, docs, metas = [], [], [], []
+        for skill, embeddings in items:
+            h = skill.content_hash
+            for i, d in enumerate(skill.demonstrations):
+                ids.append(demo_id(skill.name, h, i))
+                docs.append(d.input)
+                metas.append({"skill": skill.name, "content_hash": h, "index": i})
+            vecs.append(np.asarray(embeddings, dtype=np.float32).reshape(len(skill.demonstrations), -1))
+        if not ids:
+            return
+        flat = np.concatenate(vecs)
+        for start in range(0, len(ids), _PAGE):
+            stop = start + _PAGE
+            self.demos.upsert(ids=ids[start:stop], embeddings=_vectors(flat[start:stop]),
+                              documents=docs[start:stop], metadatas=metas[start:stop])
 
     def demo_rows(self, skill: str | None = None) -> Iterator[tuple[str, dict]]:
         """(id, metadata) of every demonstration row, or those of one skill."""

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int, int, str], None]  # (skills done, total, name of the skill just done)
-_EMBED_CHUNK = 32  # skills whose texts are embedded in one batch
+_CHUNK = 32  # skills embedded, captured and committed together
 
 
 @dataclass(frozen=True)
@@ -245,19 +245,57 @@ class SkillRegistry:
             plan = [(s, "replaced" if status == "conflict" else status) for s, status in plan]
             state_refs = Counter(m.get("state_hash") for m in current.values())
             results: list[AddResult] = []
-            for start in range(0, len(plan), _EMBED_CHUNK):
-                chunk = plan[start : start + _EMBED_CHUNK]
-                vectors = self._embed_skills([s for s, status in chunk if status != "unchanged"])
-                for skill, status in chunk:
-                    t0 = time.perf_counter()
-                    if status == "unchanged":
-                        self._ensure_state(skill, current[skill.name], model)
-                    else:
-                        self._write(skill, vectors[skill.name], model, current.get(skill.name), state_refs)
-                    results.append(AddResult(skill.name, status, len(skill.demonstrations), time.perf_counter() - t0))
-                    if progress is not None:
-                        progress(len(results), len(plan), skill.name)
+            done = [0]
+
+            def captured(name: str) -> None:
+                done[0] += 1
+                if progress is not None:
+                    progress(done[0], len(plan), name)
+
+            for start in range(0, len(plan), _CHUNK):
+                results += self._add_chunk(plan[start : start + _CHUNK], model, current, state_refs, captured)
             return results
+
+    def _add_chunk(self, chunk, model: StateModel, current: dict, state_refs: Counter,
+                   captured: Callable[[str], None]) -> list[AddResult]:
+        """Steps 1-4 of the module docstring for a chunk of skills, each step batched over the chunk
+        (a Chroma call costs ~20 ms whatever its size). ``state_refs`` counts skills per state hash."""
+        t_chunk = time.perf_counter()
+        fresh = [s for s, status in chunk if status != "unchanged"]
+        vectors = self._embed_skills(fresh)
+        seconds: dict[str, float] = {}
+        shas: dict[str, str] = {}
+        for skill, status in chunk:
+            t0 = time.perf_counter()
+            if status == "unchanged":
+                self._ensure_state(skill, current[skill.name], model)
+            else:
+                state = capture_skill(model, skill)
+                shas[skill.name] = self.store.put(state, skill.state_hash)  # 1. state files
+                if state_refs[skill.state_hash] > 0:
+                    self.index.share_state(skill.state_hash, model.fingerprint, shas[skill.name])
+            seconds[skill.name] = time.perf_counter() - t0
+            captured(skill.name)
+        self.index.put_demos_many([(s, vectors[s.name][1]) for s in fresh])  # 2. demonstration rows
+        fp16 = fp_key(model.fingerprint)
+        rows = []
+        for s in fresh:
+            old = current.get(s.name)
+            keep_old = old is not None and old.get("state_hash") == s.state_hash
+            drop = [] if old is None or keep_old else [k[3:] for k in old if k.startswith("fp_") and k[3:] != fp16]
+            rows.append((s, vectors[s.name][0], {fp16: (model.fingerprint, shas[s.name])}, drop))
+        self.index.put_skills(rows)  # 3. the commit marks
+        for s in fresh:  # 4. leftovers of replaced versions
+            state_refs[s.state_hash] += 1
+            old = current.get(s.name)
+            if old is not None:
+                state_refs[old.get("state_hash")] -= 1
+                self.index.delete_stale_demos(s.name, s.content_hash)
+                if old.get("state_hash") != s.state_hash:
+                    self._drop_state_files(old, in_use=state_refs[old.get("state_hash")] > 0)
+        # the batched work (embedding, index rows) is shared out evenly
+        shared = max(0.0, time.perf_counter() - t_chunk - sum(seconds.values())) / len(chunk)
+        return [AddResult(s.name, status, len(s.demonstrations), seconds[s.name] + shared) for s, status in chunk]
 
     def _embed_skills(self, skills: list[Skill]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """name -> (skill-row vector [dim], demonstration vectors [n, dim]), embedded in one batch."""
@@ -272,25 +310,6 @@ class SkillRegistry:
             out[s.name] = (vectors[at], vectors[at + 1 : at + 1 + n])
             at += 1 + n
         return out
-
-    def _write(self, skill: Skill, vectors, model: StateModel, old: dict | None, state_refs: Counter) -> None:
-        """Steps 1-4 of the module docstring for one skill; ``state_refs`` counts skills per state hash."""
-        skill_vec, demo_vecs = vectors
-        state = capture_skill(model, skill)
-        sha = self.store.put(state, skill.state_hash)  # 1. state file
-        if state_refs[skill.state_hash] > 0:
-            self.index.share_state(skill.state_hash, model.fingerprint, sha)
-        self.index.put_demos(skill, demo_vecs)  # 2. demonstration rows
-        fp16 = fp_key(model.fingerprint)
-        keep_old = old is not None and old.get("state_hash") == skill.state_hash
-        drop = [] if old is None or keep_old else [k[3:] for k in old if k.startswith("fp_") and k[3:] != fp16]
-        self.index.put_skill(skill, skill_vec, {fp16: (model.fingerprint, sha)}, drop=drop)  # 3. commit
-        state_refs[skill.state_hash] += 1
-        if old is not None:  # 4. the replaced version's leftovers
-            state_refs[old.get("state_hash")] -= 1
-            self.index.delete_stale_demos(skill.name, skill.content_hash)
-            if not keep_old:
-                self._drop_state_files(old, in_use=state_refs[old.get("state_hash")] > 0)
 
     def _drop_state_files(self, meta: dict, in_use: bool) -> None:
         """Delete the state files recorded in a skill row's metadata unless another skill uses them."""

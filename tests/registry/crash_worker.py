@@ -45,6 +45,10 @@ def scenario(registry_dir: str, model, point: str, report_fd: int | None = None)
     from skillsoup.registry.index import SkillIndex
     from skillsoup.registry.store import StateStore
 
+    if point != "external":  # commit skill by skill, to stop between the steps of one skill
+        import skillsoup.registry.registry as registry_module
+
+        registry_module._CHUNK = 1
     reg = SkillRegistry.open(registry_dir, embedder="hash:32")
     reg.add([make_skill(n) for n in FIRST], model)
 
@@ -79,15 +83,15 @@ def scenario(registry_dir: str, model, point: str, report_fd: int | None = None)
 
         Collection.upsert = upsert
     elif point == "after-demos":  # s3's state and demonstration rows are written, its skill row is not
-        kill_at_call(SkillIndex, "put_demos", 2)
+        kill_at_call(SkillIndex, "put_demos_many", 2)
     elif point == "after-replace-commit":  # s0's new row is committed, its old rows and file remain
         second, replace = [make_skill("s0", n=3, description="version 2"), make_skill("s2")], True
-        kill_at_call(SkillIndex, "put_skill", 1)
+        kill_at_call(SkillIndex, "put_skills", 1)
     elif point == "mid-remove":  # s1's skill row is deleted, its rows and file remain
         kill_at_call(SkillIndex, "delete_skill", 1)
         reg.remove("s1")
-    elif point == "external":  # many skills; the parent kills us from outside at some point
-        second = [make_skill(f"x{i:02d}", n=6) for i in range(40)]
+    elif point == "external":  # many skills in chunks of 32; the parent kills us in the second chunk
+        second = [make_skill(f"x{i:02d}", n=6) for i in range(80)]
 
         def progress(done, total, name):
             os.write(report_fd, f"{name}\n".encode())
@@ -113,7 +117,7 @@ def run_forked(base: Path, model, point: str) -> int:
     if point == "external":
         with os.fdopen(read_fd) as lines:
             for line in lines:
-                if line.strip() == "x05":
+                if line.strip() == "x45":
                     os.kill(pid, signal.SIGKILL)  # lands somewhere inside the next skills' writes
                     break
     else:

@@ -60,6 +60,7 @@ def chroma_url(tmp_path_factory):
         log.close()
 
 
+@pytest.mark.slow  # starting the server takes ~10 s on the 2-core machine
 def test_registry_on_a_chroma_server(chroma_url, tmp_path, tiny_model):
     with SkillRegistry.open(tmp_path / "a", chroma_url=chroma_url, embedder="hash:32") as reg:
         with RegistryLock(reg.path):  # the server serialises index writes: no file lock needed
