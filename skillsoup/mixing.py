@@ -15,6 +15,8 @@ Policies:
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
 from collections.abc import Sequence
 
@@ -24,6 +26,19 @@ from skillsoup.errors import MixError
 from skillsoup.state import SkillState, check_compatible
 
 CONV_POLICIES = ("mix", "top")
+log = logging.getLogger(__name__)
+
+
+@functools.cache
+def _fused_mixer():
+    """The Triton one-pass mixer when it imports (chosen once, logged once), else None."""
+    try:
+        from skillsoup_kernels import mix_skill_states
+    except ImportError as exc:
+        log.info("fused state mixing unavailable (%s); using PyTorch", exc)
+        return None
+    log.info("fused state mixing: Triton kernel on CUDA")
+    return mix_skill_states
 
 
 def check_weights(states: Sequence[SkillState], weights: Sequence[float], normalize: bool) -> list[float]:
@@ -73,6 +88,8 @@ def mix(
 ) -> SkillState:
     """Weighted combination of states of one model -> a new float32 SkillState."""
     weights, chosen, top = _check(states, weights, conv, normalize, base, layers)
+    if states[0].device.type == "cuda" and (fused := _fused_mixer()) is not None:  # one pass, all layers
+        return _result(states, weights, top, *fused(states, weights, conv=conv, base=base, layers=chosen))
     w = torch.tensor(weights, dtype=torch.float32, device=states[0].device)
 
     def combine(tensors: list[torch.Tensor], origin: torch.Tensor | None) -> torch.Tensor:

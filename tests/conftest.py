@@ -4,68 +4,19 @@ through the real loading code, and a user directory that never touches the real 
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 import pytest
-import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # for `from helpers import ...`
+
+from helpers import assert_close, build_checkpoint, save_tiny_tokenizer, tiny_config  # noqa: E402,F401
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
-
-
-def assert_close(name: str, actual: torch.Tensor, expected: torch.Tensor, ratio: float) -> None:
-    """Relative error ||a - e|| / ||e|| must stay under ``ratio`` (fla-style)."""
-    actual, expected = actual.double(), expected.double()
-    assert actual.shape == expected.shape, f"{name}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
-    assert torch.isfinite(actual).all(), f"{name}: non-finite values"
-    err = (actual - expected).norm() / expected.norm().clamp_min(1e-12)
-    assert err <= ratio, f"{name}: relative error {err:.3e} > {ratio:.1e}"
-
-
-def tiny_config(arch: str, **overrides):
-    from transformers import Mamba2Config, MambaConfig
-
-    if arch == "mamba":
-        cfg = dict(hidden_size=32, num_hidden_layers=2, state_size=8, conv_kernel=4, expand=2, time_step_rank=4,
-                   vocab_size=97, pad_token_id=0, bos_token_id=1, eos_token_id=2)
-        cfg.update(overrides)
-        return MambaConfig(**cfg)
-    cfg = dict(hidden_size=32, num_hidden_layers=2, state_size=8, conv_kernel=4, expand=2, head_dim=8,
-               num_heads=8, n_groups=2, vocab_size=97, chunk_size=16, pad_token_id=0, bos_token_id=1,
-               eos_token_id=2)
-    cfg.update(overrides)
-    return Mamba2Config(**cfg)
-
-
-def build_checkpoint(path, arch: str, seed: int = 0, **overrides):
-    """Save a random MambaForCausalLM / Mamba2ForCausalLM to ``path`` with a word-level tokenizer."""
-    from transformers import Mamba2ForCausalLM, MambaForCausalLM
-
-    torch.manual_seed(seed)
-    cls = MambaForCausalLM if arch == "mamba" else Mamba2ForCausalLM
-    model = cls(tiny_config(arch, **overrides))
-    with torch.no_grad():  # larger, varied dt so decay matters in the tests
-        for layer in model.backbone.layers:
-            bias = layer.mixer.dt_proj.bias if arch == "mamba" else layer.mixer.dt_bias
-            bias.uniform_(-3.0, 0.5)
-    model.save_pretrained(path)
-    save_tiny_tokenizer(path, model.config.vocab_size)
-    return path
-
-
-def save_tiny_tokenizer(path, vocab_size: int) -> None:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    words = ["<pad>", "<s>", "</s>", "<unk>"] + [chr(c) for c in range(32, 127)]
-    vocab = {w: i for i, w in enumerate(words[:vocab_size])}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Split("", "isolated")
-    tok.decoder = decoders.Fuse()  # characters join back without spaces
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
-                                   unk_token="<unk>")
-    fast.save_pretrained(path)
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import assert_close, build_checkpoint
+from helpers import assert_close, build_checkpoint
 
 from skillsoup import SkillState, load_model
 from skillsoup.errors import StateFileError, StateMismatchError

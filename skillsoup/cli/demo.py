@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from skillsoup.cli import app
-from skillsoup.cli.common import console
+from skillsoup.cli.common import console, quiet_libraries
 
 
 def _demo_model_dir(tmp: Path) -> Path:
@@ -38,6 +38,7 @@ def demo(
     model: str = typer.Option(None, "--model", "-m", help="Checkpoint folder or hub id (default: a small random model)."),
 ) -> None:
     """Capture a state from demonstrations, inject it, and compare with reading them in the prompt."""
+    quiet_libraries()
     import torch
 
     from skillsoup import load_model

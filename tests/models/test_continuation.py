@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import assert_close
+from helpers import assert_close
 
 from skillsoup import SkillState
 
