@@ -202,8 +202,9 @@ class SkillState:
         return state.to(device=device) if device is not None else state
 
 
-def validate(state: SkillState, source: str = "state") -> None:
-    """Internal consistency: dtypes, one batch size, same shape on every layer, finite values."""
+def validate(state: SkillState, source: str = "state", values: bool = True) -> None:
+    """Internal consistency: dtypes, one batch size, same shape on every layer, and (``values``)
+    finite values."""
     if state.num_layers == 0:
         raise StateMismatchError(f"{source} has no layers")
     b = state.batch_size
@@ -218,7 +219,7 @@ def validate(state: SkillState, source: str = "state") -> None:
                 raise StateMismatchError(
                     f"{source}: {name}.{i} has shape {tuple(t.shape)}, expected {tuple(shape0)} like layer 0"
                 )
-            if not torch.isfinite(t).all():
+            if values and not torch.isfinite(t).all():
                 raise StateFileError(f"{source}: {name}.{i} holds NaN or infinite values; recompute the state")
 
 

@@ -82,8 +82,10 @@ class StateModel:
             self._neutral = self.capture([bos]) if bos is not None else self.empty_state()
         return self._neutral.clone()
 
-    def check_state(self, state: SkillState, source: str = "state") -> None:
-        """Raise StateMismatchError unless ``state`` was made by this model and fits it."""
+    def check_state(self, state: SkillState, source: str = "state", values: bool = True) -> None:
+        """Raise StateMismatchError unless ``state`` was made by this model and fits it.
+        ``values=False`` skips the finite-values scan (it syncs a GPU once per layer); files are
+        always scanned when loaded."""
         if state.fingerprint != self.fingerprint:
             raise StateMismatchError(
                 f"{source} was captured with another model (fingerprint {state.fingerprint[:12]}, this model "
@@ -99,7 +101,7 @@ class StateModel:
                 f"{source} has conv {tuple(state.conv[0].shape[1:])} / ssm {tuple(state.ssm[0].shape[1:])} per "
                 f"row, the model needs {conv_shape} / {ssm_shape}"
             )
-        validate(state, source)
+        validate(state, source, values=values)
 
     # ---- running tokens ----------------------------------------------------------------------
     def as_ids(self, tokens) -> torch.Tensor:
@@ -118,7 +120,7 @@ class StateModel:
     def _start(self, state: SkillState | None, batch_size: int) -> SkillState:
         if state is None:
             return self.empty_state(batch_size)
-        self.check_state(state)
+        self.check_state(state, values=False)  # hot path: shapes and fingerprint only
         if state.batch_size == 1 and batch_size > 1:
             state = state.expand(batch_size)
         if state.batch_size != batch_size:
