@@ -1,0 +1,170 @@
+"""Router and runtime benchmark.
+
+Part 1, route latency at scale: an embedded registry of N skills x D demonstrations whose
+embeddings are random but clustered (each skill a random unit direction, its demonstrations that
+direction plus noise), written straight through the index module (text routing needs no states, so
+none are captured). Each query is real text embedded by the registry's embedder, so the latency
+includes the query embedding, as a user sees it.
+
+Part 2, one answer end to end on a small model (a demo-sized random Mamba: hidden 256, 4 layers,
+character vocabulary; or --model DIR), split into route, load/mix, prefill, first token and decode.
+
+    nice python benchmarks/bench_router.py                     # 10,000 skills x 10 demonstrations
+    python benchmarks/bench_router.py --skills 200 --embedder hash:384 --queries 20 --answers 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+
+QUERIES = [
+    "set a timer for 5 minutes", "convert 10 miles to kilometers", "what is the weather in Paris",
+    "reverse the word banana", "extract the email from: Ann <ann@x.org>", "is this review positive: loved it",
+    "what is 17 plus 25", "reformat 2024-03-01 as March 1, 2024", "uppercase hello world", "make an acronym",
+]
+
+
+def build_index(path: Path, n_skills: int, n_demos: int, embedder: str, seed: int = 0) -> float:
+    """Write the skill and demonstration rows; returns seconds."""
+    import numpy as np
+
+    from skillsoup.registry import SkillRegistry
+    from skillsoup.skill import Demonstration, Skill
+
+    rng = np.random.default_rng(seed)
+    t0 = time.perf_counter()
+    with SkillRegistry.open(path, embedder=embedder) as reg:
+        dim = reg.embedder.dim
+        with reg.lock:
+            for start in range(0, n_skills, 100):
+                skills, skill_vecs, demo_vecs = [], [], []
+                for i in range(start, min(n_skills, start + 100)):
+                    center = rng.standard_normal(dim)
+                    center /= np.linalg.norm(center)
+                    demos = center + 0.6 * rng.standard_normal((n_demos, dim)) / np.sqrt(dim)
+                    demo_vecs.append(demos / np.linalg.norm(demos, axis=1, keepdims=True))
+                    skill_vecs.append(center)
+                    skills.append(Skill(f"skill-{i:05d}", f"benchmark skill {i}",
+                                        tuple(Demonstration(f"input {j} of skill {i}", f"output {j}") for j in range(n_demos))))
+                reg.index.put_demos_many(list(zip(skills, demo_vecs)))
+                reg.index.put_skills([(s, v, {}, []) for s, v in zip(skills, skill_vecs)])
+    return time.perf_counter() - t0
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
+
+
+def route_latency(path: Path, n_queries: int, policy: str) -> dict[str, list[float]]:
+    from skillsoup.registry import SkillRegistry
+    from skillsoup.router import Router, RouterParams
+
+    with SkillRegistry.open(path) as reg:
+        router = Router(reg, params=RouterParams(policy=policy))
+        router.route(QUERIES[0])  # loads the embedder
+        parts: dict[str, list[float]] = {"route": [], "embed": [], "retrieve": [], "decide": []}
+        for i in range(n_queries):
+            q = QUERIES[i % len(QUERIES)] + f" #{i}"
+            t0 = time.perf_counter()
+            router.route(q)
+            t1 = time.perf_counter()
+            emb = router.embed([q])[0]
+            t2 = time.perf_counter()
+            retrieval = router.retrieve(emb)
+            t3 = time.perf_counter()
+            router.decide(retrieval)
+            t4 = time.perf_counter()
+            for key, dt in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+                parts[key].append(dt * 1000)
+    return parts
+
+
+def answer_parts(model_dir: str | None, n_answers: int, new_tokens: int, tmp: Path) -> dict[str, list[float]]:
+    from skillsoup import load_model
+    from skillsoup.registry import SkillRegistry
+    from skillsoup.runtime import SkillSoup
+    from skillsoup.skill import Demonstration, Skill
+
+    if model_dir is None:
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("bench_registry", Path(__file__).with_name("bench_registry.py"))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        model_dir = str(module.build_demo_model(tmp / "model"))
+    model = load_model(model_dir)
+    skills = [Skill(name, f"{name} words", tuple(Demonstration(f"{w} {i}", f"{w.upper()} {i}") for i in range(8)))
+              for name, w in (("upper", "hello"), ("reverse", "banana"), ("count", "letters"), ("echo", "again"))]
+    with SkillRegistry.open(tmp / "answer-reg") as reg:
+        reg.add(skills, model)
+        soup = SkillSoup(reg, model)
+        soup.answer("hello 3", max_new_tokens=2)  # warm-up (and the state cache's first load)
+        rows: dict[str, list[float]] = {k: [] for k in ("route_ms", "load_mix_ms", "prefill_ms", "first_token_ms",
+                                                        "decode_tokens_per_s", "total_ms")}
+        for i in range(n_answers):
+            t = soup.answer(f"hello {i} banana", max_new_tokens=new_tokens, top_k=2).timings
+            for k in rows:
+                rows[k].append(getattr(t, k))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> list[tuple[str, float, float]]:
+    parser = argparse.ArgumentParser(description="route latency at scale and answer time split into parts")
+    parser.add_argument("--skills", type=int, default=10_000)
+    parser.add_argument("--demos", type=int, default=10)
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--embedder", default="all-MiniLM-L6-v2", help="registry embedder (hash:DIM for a quick run)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for one short query)")
+    parser.add_argument("--keep", type=Path, help="build the index here once and reuse it on later runs")
+    parser.add_argument("--model", help="checkpoint for part 2 (default: a demo-sized random Mamba)")
+    parser.add_argument("--answers", type=int, default=20)
+    parser.add_argument("--new-tokens", type=int, default=32)
+    args = parser.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-router-"))
+    try:
+        path = args.keep or tmp / "registry"
+        built = 0.0
+        if not (path / "chroma" / "chroma.sqlite3").is_file():
+            built = build_index(path, args.skills, args.demos, args.embedder)
+        rows: list[tuple[str, float, float]] = []
+        for policy in ("max", "max_skill_row"):
+            parts = route_latency(path, args.queries, policy)
+            for key, values in parts.items():
+                rows.append((f"route[{policy}] {key}", pct(values, 50), pct(values, 95)))
+        answer = answer_parts(args.model, args.answers, args.new_tokens, tmp)
+        for key, values in answer.items():
+            rows.append((f"answer {key}", statistics.median(values), pct(values, 95)))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"\n{args.skills:,} skills x {args.demos} demonstrations, embedder {args.embedder}, torch threads "
+          f"{args.threads}, load average {load:.1f} on {os.cpu_count()} cores"
+          + (f"; index written in {built:.0f} s" if built else "; index reused"))
+    print(f"| {'what':36} | {'p50':>9} | {'p95':>9} |\n|{'-' * 38}|{'-' * 11}|{'-' * 11}|")
+    for name, p50, p95 in rows:
+        unit = "tok/s" if "tokens_per_s" in name else "ms"
+        print(f"| {name:36} | {p50:6.1f} {unit:<2} | {p95:6.1f} {unit:<2} |".replace("tok/s ", "tok/s"))
+    print("route = embed + retrieve + decide (+ overhead); answer parts from SkillSoup.answer timings "
+          f"({args.new_tokens} new tokens, top 2 skills mixed)")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

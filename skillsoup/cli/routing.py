@@ -1,0 +1,219 @@
+"""``skillsoup route``, ``ask``, ``fit`` and ``eval routing``: rendering over Router and SkillSoup."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from skillsoup.cli import app
+from skillsoup.cli.common import ChromaUrlOpt, ModelOpt, RegistryOpt, console, err_console, load_cli_model, open_registry
+from skillsoup.errors import RoutingError
+
+eval_app = typer.Typer(name="eval", help="Measure how well skills are routed and used.", no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
+
+QueryArg = Annotated[str, typer.Argument(help="The request, in quotes.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
+TopKOpt = Annotated[Optional[int], typer.Option("--top-k", "-k", help="At most this many skills (default: the router's).")]
+RouterOpt = Annotated[str, typer.Option("--router", "-r", help="text, state (needs the model) or hybrid.")]
+ExampleOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--example", "-e", help="An INPUT=>OUTPUT pair read before the query by the state router (up to 2)."),
+]
+
+
+def _examples(values: Optional[list[str]]) -> list[tuple[str, str]] | None:
+    if not values:
+        return None
+    pairs = []
+    for v in values:
+        if "=>" not in v:
+            raise RoutingError(f"--example {v!r}: write INPUT=>OUTPUT")
+        i, o = v.split("=>", 1)
+        pairs.append((i.strip(), o.strip()))
+    return pairs
+
+
+def _pins(values: Optional[list[str]]) -> dict[str, float] | None:
+    """--skill NAME[:WEIGHT] options -> {name: weight}."""
+    if not values:
+        return None
+    pins: dict[str, float] = {}
+    for v in values:
+        name, _, weight = v.partition(":")
+        try:
+            w = float(weight) if weight else 1.0
+        except ValueError:
+            w = math.nan
+        if not math.isfinite(w) or w <= 0:
+            raise RoutingError(f"--skill {v!r}: the weight after ':' must be a number > 0, e.g. --skill {name}:0.5")
+        if name in pins:
+            raise RoutingError(f"--skill {name!r} is given twice; give each skill once")
+        pins[name] = w
+    return pins
+
+
+def _matches_line(matches, pinned: bool = False) -> str:
+    if not matches:
+        return "no skill"
+    return ("pinned " if pinned else "") + ", ".join(f"{m.name} {m.weight:.2f}" for m in matches)
+
+
+@app.command()
+def route(
+    query: QueryArg,
+    as_json: JsonOpt = False,
+    top_k: TopKOpt = None,
+    router: RouterOpt = "text",
+    example: ExampleOpt = None,
+    registry: RegistryOpt = None,
+    chroma_url: ChromaUrlOpt = None,
+    model: ModelOpt = None,
+) -> None:
+    """Which skills a query goes to, with scores and weights (a dry run: nothing is generated)."""
+    from skillsoup.router import ROUTERS, Router
+
+    if router not in ROUTERS:
+        raise RoutingError(f"unknown router {router!r}; choose one of {', '.join(ROUTERS)}")
+    m = load_cli_model(model) if router != "text" else None
+    with open_registry(registry, chroma_url) as reg:
+        r = Router(reg, m)
+        t0 = time.perf_counter()
+        matches = r.route(query, top_k=top_k, router=router, examples=_examples(example))
+        ms = (time.perf_counter() - t0) * 1000
+    if as_json:
+        typer.echo(json.dumps({"query": query, "router": router, "policy": r.params.policy,
+                               "matches": [asdict(x) for x in matches], "route_ms": ms}, ensure_ascii=False))
+        return
+    if not matches:
+        console.print("no skill: the query is answered without one")
+    else:
+        table = Table(title=f"{escape(query[:60])}")
+        for col in ("skill", "score", "weight"):
+            table.add_column(col, justify="left" if col == "skill" else "right")
+        for x in matches:
+            table.add_row(escape(x.name), f"{x.score:.3f}", f"{x.weight:.2f}")
+        console.print(table)
+    state = "fitted" if r.params.fitted else "default parameters"
+    err_console.print(f"[dim]{router} router, policy {r.params.policy} ({state}), {ms:.0f} ms[/]")
+
+
+@app.command()
+def ask(
+    query: QueryArg,
+    as_json: JsonOpt = False,
+    skill: Annotated[Optional[list[str]], typer.Option("--skill", "-s", help="Pin NAME[:WEIGHT] instead of routing (repeatable).")] = None,
+    mix: Annotated[str, typer.Option("--mix", help="Conv states of mixed skills: mix or top.")] = "mix",
+    no_route: Annotated[bool, typer.Option("--no-route", help="Use no skill unless --skill is given.")] = False,
+    router: RouterOpt = "text",
+    top_k: TopKOpt = None,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", "-n", help="Most new tokens.")] = 64,
+    temperature: Annotated[float, typer.Option("--temperature", "-t", help="0 = greedy.")] = 0.0,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed for sampling.")] = None,
+    registry: RegistryOpt = None,
+    chroma_url: ChromaUrlOpt = None,
+    model: ModelOpt = None,
+) -> None:
+    """Answer a query with the routed (or pinned) skills; the answer goes to stdout as it is
+    written, a dim line with the skills and timings to stderr."""
+    from skillsoup.runtime import SkillSoup
+
+    pins = _pins(skill)
+    m = load_cli_model(model)
+    with open_registry(registry, chroma_url) as reg:
+        soup = SkillSoup(reg, m)
+        stream = soup.stream(query, skills=pins, mix=mix, routing=not no_route, router=router, top_k=top_k,
+                             max_new_tokens=max_tokens, temperature=temperature, seed=seed)
+        if as_json:
+            typer.echo(json.dumps(stream.read().to_dict(), ensure_ascii=False))
+            return
+        for piece in stream:
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+        a = stream.answer
+    t = a.timings
+    err_console.print(
+        f"[dim]{escape(_matches_line(a.matches, a.pinned))} · route {t.route_ms:.0f} ms · load/mix {t.load_mix_ms:.0f} ms"
+        f" · first token {t.first_token_ms:.0f} ms · {t.decode_tokens_per_s:.0f} tok/s[/]"
+    )
+
+
+@app.command("fit")
+def fit_command(
+    file: Annotated[Path, typer.Argument(help='JSONL of {"query": ..., "skill": NAME or null} lines.')],
+    as_json: JsonOpt = False,
+    registry: RegistryOpt = None,
+    chroma_url: ChromaUrlOpt = None,
+) -> None:
+    """Fit the router's aggregation, thresholds and temperature on labelled queries and store them."""
+    from skillsoup.router import Router
+
+    with open_registry(registry, chroma_url) as reg:
+        r = Router(reg)
+        report = r.fit(file)
+    p = report.params
+    if as_json:
+        typer.echo(json.dumps({"params": p.to_dict(), "policies": report.policies, "n": report.n,
+                               "seconds": report.seconds, "settings_version": r.settings_version}))
+        return
+    table = Table(title=f"fitted on {report.n} queries in {report.seconds:.1f} s (embedding {report.embed_seconds:.1f} s)")
+    for col in ("policy", "threshold", "training objective"):
+        table.add_column(col, justify="left" if col == "policy" else "right")
+    for name, v in report.policies.items():
+        mark = " [bold green]chosen[/]" if name == p.policy else " (baseline)" if name == "max" else ""
+        table.add_row(name + mark, f"{v['threshold']:.3f}", f"{v['objective']:.3f}")
+    console.print(table)
+    console.print(f"policy {p.policy}, threshold {p.threshold:.3f}, temperature {p.temperature:.3g}, "
+                  f"{len(p.skill_thresholds)} per-skill thresholds; stored as settings v{r.settings_version}")
+    console.print("[dim]objective: mean of in-scope accuracy and abstain accuracy; measure held-out queries "
+                  "with skillsoup eval routing FILE.jsonl[/]")
+
+
+@eval_app.command("routing")
+def eval_routing(
+    file: Annotated[Path, typer.Argument(help='JSONL of {"query": ..., "skill": NAME or null} lines.')],
+    as_json: JsonOpt = False,
+    router: RouterOpt = "text",
+    latency_sample: Annotated[int, typer.Option("--latency-sample", help="Queries timed one by one.")] = 200,
+    registry: RegistryOpt = None,
+    chroma_url: ChromaUrlOpt = None,
+    model: ModelOpt = None,
+) -> None:
+    """Routing accuracy, abstention, macro-F1, calibration and latency, next to the
+    nearest-neighbour-threshold baseline."""
+    from skillsoup.router import ROUTERS, Router
+    from skillsoup.routing_eval import KEYS, evaluate
+
+    if router not in ROUTERS:
+        raise RoutingError(f"unknown router {router!r}; choose one of {', '.join(ROUTERS)}")
+    m = load_cli_model(model) if router != "text" else None
+    with open_registry(registry, chroma_url) as reg:
+        r = Router(reg, m)
+        result = evaluate(r, file, latency_sample=latency_sample, kind=router)
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    base = result["baseline"]
+    table = Table(title=f"routing on {result['n']} labelled queries ({escape(str(file))})")
+    table.add_column("metric")
+    table.add_column(f"{router} router: {result['policy']}" + (" (fitted)" if result["fitted"] else " (default)"), justify="right")
+    table.add_column("baseline: nn-threshold", justify="right")
+    for key in KEYS:
+        table.add_row(key, _fmt(result[key]), _fmt(base[key]))
+    console.print(table)
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "-"
+    return str(value) if isinstance(value, int) else f"{value:.3f}"

@@ -1,0 +1,301 @@
+"""SkillSoup: query -> routed (or pinned) skills -> their states, mixed -> an answer from the model.
+
+    soup = SkillSoup.open()                       # default registry and model (skillsoup.config)
+    answer = soup.answer("set a timer for 5 minutes")
+    answer.text, answer.matches, answer.timings
+    for piece in (stream := soup.stream("...")):  # text pieces as they are decoded
+        print(piece, end="")
+    stream.answer                                 # the Answer, once the stream is exhausted
+
+The query is rendered with the top-weighted skill's template (``Skill.render_query``), so the model
+reads it in the format its demonstrations taught, and the answer ends at that template's
+``stop_strings()``. With no skill the default template is used and the model starts from its
+neutral state (BOS). States come from ``registry.state(name, model)`` through an in-memory LRU
+(:class:`~skillsoup.state_cache.StateCache`).
+
+Timings (milliseconds unless named otherwise):
+    route_ms            routing (0 when skills are pinned or routing is off)
+    load_mix_ms         fetching skills and states (cache or store) and mixing them
+    prefill_ms          one parallel forward over the prompt but its last token
+    first_token_ms      from the start of prefill to the first new token
+    decode_tokens_per_s new tokens after the first, per second of decoding
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+from skillsoup.errors import GenerationError, MixError, RoutingError
+from skillsoup.mixing import CONV_POLICIES, mix
+from skillsoup.router import Router, SkillMatch, check_query
+from skillsoup.skill import DEFAULT_TEMPLATE, Skill
+from skillsoup.state_cache import DEFAULT_BUDGET, StateCache
+
+log = logging.getLogger(__name__)
+
+MIX_MODES = CONV_POLICIES  # how the conv states are combined; see skillsoup.mixing
+MAX_NEW_TOKENS = 4096
+DEFAULT_SKILL = Skill("default", "the default template", (), DEFAULT_TEMPLATE)
+
+
+@dataclass(frozen=True)
+class Timings:
+    route_ms: float = 0.0
+    load_mix_ms: float = 0.0
+    prefill_ms: float = 0.0
+    first_token_ms: float = 0.0
+    decode_tokens_per_s: float = 0.0
+    total_ms: float = 0.0
+    n_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class Answer:
+    text: str
+    matches: tuple[SkillMatch, ...]  # empty: no skill was used
+    timings: Timings
+    pinned: bool = False  # the skills were given, not routed
+    stopped: bool = False  # the stream was closed before the answer ended
+
+    def to_dict(self) -> dict:
+        return {"text": self.text, "matches": [asdict(m) for m in self.matches], "timings": asdict(self.timings),
+                "pinned": self.pinned, "stopped": self.stopped}
+
+
+class Stream:
+    """Text pieces of one answer. ``matches`` is known at once; ``answer`` once the pieces are read
+    to the end (or after ``close()``, which stops generating)."""
+
+    def __init__(self, matches: tuple[SkillMatch, ...], pinned: bool, pieces: Iterator[str], timings: dict):
+        self.matches = matches
+        self.pinned = pinned
+        self._pieces = pieces
+        self._timings = timings
+        self._text: list[str] = []
+        self._answer: Answer | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        if self._answer is not None:
+            return
+        for piece in self._pieces:
+            self._text.append(piece)
+            yield piece
+        self._finish(stopped=False)
+
+    def read(self) -> Answer:
+        """Read what is left and return the Answer."""
+        for _ in self:
+            pass
+        return self.answer
+
+    def close(self) -> None:
+        if self._answer is None:
+            self._pieces.close()
+            self._finish(stopped=True)
+
+    def _finish(self, stopped: bool) -> None:
+        if self._answer is None:
+            self._answer = Answer("".join(self._text), self.matches, Timings(**self._timings), self.pinned, stopped)
+
+    @property
+    def answer(self) -> Answer:
+        if self._answer is None:
+            raise GenerationError("the answer is ready once the stream has been read to the end; use stream.read()")
+        return self._answer
+
+
+class SkillSoup:
+    def __init__(self, registry, model, router: Router | None = None, cache_bytes: int = DEFAULT_BUDGET,
+                 owns_registry: bool = False):
+        self.registry = registry
+        self.model = model
+        self.router = router or Router(registry, model)
+        self.cache = StateCache(cache_bytes)
+        self._owns_registry = owns_registry
+
+    @classmethod
+    def open(cls, registry=None, model=None, chroma_url: str | None = None, *, embedder=None,
+             cache_bytes: int = DEFAULT_BUDGET) -> SkillSoup:
+        """``registry``: a SkillRegistry or a folder (default: config's); ``model``: a StateModel, a
+        checkpoint folder or hub id (default: config's default model)."""
+        from skillsoup import config
+        from skillsoup.models import load_model
+        from skillsoup.registry import SkillRegistry
+
+        owns = not isinstance(registry, SkillRegistry)
+        if owns:
+            registry = SkillRegistry.open(registry, chroma_url=chroma_url, embedder=embedder)
+        try:
+            if model is None or isinstance(model, (str, os.PathLike)):
+                model = load_model(model or config.default_model())
+        except BaseException:
+            if owns:
+                registry.close()
+            raise
+        return cls(registry, model, cache_bytes=cache_bytes, owns_registry=owns)
+
+    def close(self) -> None:
+        self.cache.clear()
+        if self._owns_registry:
+            self.registry.close()
+
+    def __enter__(self) -> SkillSoup:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"SkillSoup({self.registry!r}, {self.model!r}, {self.router!r})"
+
+    # ---- answering -----------------------------------------------------------------------------
+    def route(self, query: str, **options) -> list[SkillMatch]:
+        return self.router.route(query, **options)
+
+    def answer(self, query: str, **options) -> Answer:
+        """The whole answer at once; options as for :meth:`stream`."""
+        return self.stream(query, **options).read()
+
+    def stream(self, query: str, *, skills: Mapping[str, float] | Sequence[str] | None = None, mix: str = "mix",
+               routing: bool = True, router: str = "text", top_k: int | None = None,
+               examples: Sequence[tuple[str, str]] | None = None, max_new_tokens: int = 64,
+               temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None) -> Stream:
+        """Route (or take ``skills``: {name: weight} or names, equal weights), mix the states with
+        conv policy ``mix``, and stream the answer. Routing and loading happen now, so their errors
+        surface here; generation happens as the stream is read."""
+        query = check_query(query)
+        if mix not in MIX_MODES:
+            raise MixError(f"unknown mixing mode {mix!r}; choose one of {', '.join(MIX_MODES)}")
+        _check_generation(max_new_tokens, temperature, top_p, seed)
+        t0 = time.perf_counter()
+        pinned = skills is not None
+        if pinned:
+            matches = self._pinned(skills)
+        elif routing:
+            matches = tuple(self.router.route(query, top_k=top_k, router=router, examples=examples))
+        else:
+            matches = ()
+        t1 = time.perf_counter()
+        state, template = self._state(matches, mix)
+        t2 = time.perf_counter()
+        timings = {"route_ms": (t1 - t0) * 1000 if not pinned and routing else 0.0, "load_mix_ms": (t2 - t1) * 1000}
+        pieces = self._generate(template.render_query(query), state, template.stop_strings(), timings,
+                                dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed))
+        return Stream(matches, pinned, pieces, timings)
+
+    def _pinned(self, skills) -> tuple[SkillMatch, ...]:
+        if isinstance(skills, Mapping):
+            pairs = list(skills.items())
+        elif isinstance(skills, (str, bytes)):
+            raise RoutingError("skills is a list of names or a {name: weight} mapping, not one string")
+        else:
+            pairs = [(name, 1.0) for name in skills]
+        if not pairs:
+            raise RoutingError("no skills given to pin; give at least one name, or leave skills out to route")
+        names = [n for n, _ in pairs]
+        if len(set(names)) != len(names):
+            raise RoutingError(f"a skill is pinned twice in {names}; give each once")
+        for name, w in pairs:
+            if not isinstance(name, str) or name not in self.registry:
+                raise RoutingError(f"unknown skill {name!r}; see skillsoup skills list")
+            if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w <= 0:
+                raise RoutingError(f"the weight of skill {name!r} must be a finite number > 0, got {w!r}")
+        total = float(sum(w for _, w in pairs))
+        pairs.sort(key=lambda p: -p[1])
+        return tuple(SkillMatch(n, 1.0, float(w) / total) for n, w in pairs)
+
+    def _state(self, matches: tuple[SkillMatch, ...], mode: str):
+        """-> (the state to start from, the skill whose template renders the query)."""
+        if not matches:
+            return self.model.neutral_state(), DEFAULT_SKILL
+        states, top = [], None
+        for m in matches:
+            skill = self.registry.get(m.name)
+            top = top or skill
+            key = (m.name, skill.content_hash, self.model.fingerprint)
+            states.append(self.cache.get(key, lambda name=m.name: self.registry.state(name, self.model)))
+        if len(states) == 1:
+            return states[0], top
+        return mix(states, [m.weight for m in matches], conv=mode), top
+
+    def _generate(self, prompt: str, state, stop: list[str], timings: dict, options: dict) -> Iterator[str]:
+        """Prefill all prompt tokens but the last, then decode from the last one; fills ``timings``."""
+        model = self.model
+        ids = model.encode(prompt)
+        start = time.perf_counter()
+        if len(ids) > 1:
+            state = model.capture(ids[:-1], state)
+        first = time.perf_counter()
+        timings.update(prefill_ms=(first - start) * 1000, first_token_ms=0.0, decode_tokens_per_s=0.0, n_tokens=0)
+        decoder = _StopDecoder(model, stop)
+        n = 0
+        t_first = None
+        try:
+            for token in model.generate_ids(ids[-1:], state, **options):
+                n += 1
+                if t_first is None:
+                    t_first = time.perf_counter()
+                    timings["first_token_ms"] = (t_first - start) * 1000
+                piece, done = decoder.push(token)
+                if piece:
+                    yield piece
+                if done:
+                    break
+            else:
+                tail = decoder.finish()
+                if tail:
+                    yield tail
+        finally:
+            end = time.perf_counter()
+            timings["n_tokens"] = n
+            timings["total_ms"] = timings.get("route_ms", 0.0) + timings.get("load_mix_ms", 0.0) + (end - start) * 1000
+            if n > 1 and t_first is not None and end > t_first:
+                timings["decode_tokens_per_s"] = (n - 1) / (end - t_first)
+
+
+class _StopDecoder:
+    """Token ids -> text pieces that end before the first stop string (as ``generate_text`` does),
+    holding back text that might begin one."""
+
+    def __init__(self, model, stop: list[str]):
+        self.model = model
+        self.stop = [s for s in stop if s]
+        self.hold = max((len(s) for s in self.stop), default=1) - 1
+        self.tokens: list[int] = []
+        self.emitted = ""
+
+    def push(self, token: int) -> tuple[str, bool]:
+        self.tokens.append(token)
+        text = self.model.decode(self.tokens)
+        if text.endswith("\ufffd"):  # an incomplete UTF-8 sequence: wait for the next token
+            return "", False
+        cut = min((text.find(s) for s in self.stop if s in text), default=-1)
+        if cut >= 0:
+            piece = text[len(self.emitted) : cut] if cut > len(self.emitted) else ""
+            self.emitted = text[:cut]
+            return piece, True
+        ready = len(text) - self.hold if self.stop else len(text)
+        if ready > len(self.emitted):
+            piece, self.emitted = text[len(self.emitted) : ready], text[:ready]
+            return piece, False
+        return "", False
+
+    def finish(self) -> str:
+        text = self.model.decode(self.tokens) if self.tokens else ""
+        return text[len(self.emitted) :] if len(text) > len(self.emitted) else ""
+
+
+def _check_generation(max_new_tokens, temperature, top_p, seed) -> None:
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or not 0 <= max_new_tokens <= MAX_NEW_TOKENS:
+        raise GenerationError(f"max_new_tokens must be an integer from 0 to {MAX_NEW_TOKENS}, got {max_new_tokens!r}")
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not (math.isfinite(temperature) and temperature >= 0):
+        raise GenerationError(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature!r}")
+    if isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1:
+        raise GenerationError(f"top_p must be in (0, 1], got {top_p!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise GenerationError(f"seed must be an integer or None, got {seed!r}")
