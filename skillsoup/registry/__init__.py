@@ -9,16 +9,9 @@
 from skillsoup.registry.doctor import DoctorReport, Problem
 from skillsoup.registry.index import SkillIndex
 from skillsoup.registry.lock import RegistryLock
-from skillsoup.registry.registry import (
-    AddResult,
-    DemoMatch,
-    SkillInfo,
-    SkillMatch,
-    SkillRegistry,
-    capture_skill,
-    skill_token_ids,
-)
+from skillsoup.registry.registry import SkillRegistry
 from skillsoup.registry.store import StateStore
+from skillsoup.registry.values import AddResult, DemoMatch, SkillInfo, SkillMatch, capture_skill, skill_token_ids
 
 __all__ = [
     "AddResult", "DemoMatch", "DoctorReport", "Problem", "RegistryLock", "SkillIndex", "SkillInfo", "SkillMatch",

@@ -7,6 +7,8 @@ earlier skill intact and at most leftovers that readers ignore and ``doctor`` re
     2. the demonstration rows (ids carry the skill's content hash)
     3. the skill row: its presence is the commit mark
     4. only for a replace: the old version's demonstration rows and state files
+``add`` takes skills in chunks of 32 and does each step for the whole chunk (one Chroma call per step
+instead of one per skill); the order above holds for every skill of the chunk.
 Readers list only skills with a skill row and ignore demonstration rows whose content hash differs
 from the skill row's. Writers hold the registry lock (embedded Chroma is not process-safe).
 """
@@ -18,9 +20,8 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -29,6 +30,7 @@ from skillsoup.registry.index import DEMOS, SKILLS, SkillIndex, SkillRow, skill_
 from skillsoup.registry.lock import NoLock, RegistryLock
 from skillsoup.registry.settings import Settings
 from skillsoup.registry.store import StateStore, fp_key
+from skillsoup.registry.values import AddResult, DemoMatch, ProgressFn, SkillInfo, SkillMatch, capture_skill
 from skillsoup.skill import Skill
 from skillsoup.state import SkillState
 
@@ -38,52 +40,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ProgressFn = Callable[[int, int, str], None]  # (skills done, total, name of the skill just done)
 _CHUNK = 32  # skills embedded, captured and committed together
-
-
-@dataclass(frozen=True)
-class AddResult:
-    name: str
-    status: str  # "added" | "unchanged" | "replaced" | "rebuilt"
-    n_demos: int
-    seconds: float
-
-
-@dataclass(frozen=True)
-class SkillInfo:
-    name: str
-    description: str
-    n_demos: int
-    tags: tuple[str, ...]
-    content_hash: str
-    state_hash: str
-    models: tuple[str, ...]  # fingerprints with a recorded state
-    source: str
-
-
-class DemoMatch(NamedTuple):
-    skill: str
-    similarity: float  # cosine
-    index: int  # position of the demonstration in the skill
-
-
-class SkillMatch(NamedTuple):
-    skill: str
-    similarity: float
-
-
-def skill_token_ids(model: StateModel, skill: Skill) -> list[int]:
-    """The tokens whose state is the skill's state: BOS (when the tokenizer has one, like
-    ``model.neutral_state()``) then the rendered demonstrations."""
-    bos = getattr(model.tokenizer, "bos_token_id", None) if model.tokenizer is not None else None
-    return ([bos] if bos is not None else []) + model.encode(skill.render_demonstrations())
-
-
-def capture_skill(model: StateModel, skill: Skill) -> SkillState:
-    state = model.capture(skill_token_ids(model, skill))
-    state.meta.update(skill=skill.name, state_hash=skill.state_hash)
-    return state
 
 
 class SkillRegistry:
@@ -264,14 +221,17 @@ class SkillRegistry:
         fresh = [s for s, status in chunk if status != "unchanged"]
         vectors = self._embed_skills(fresh)
         seconds: dict[str, float] = {}
-        shas: dict[str, str] = {}
+        shas: dict[str, str] = {}  # skill name -> sha256 of its state file
+        written: dict[str, str] = {}  # state hash -> sha256, files written in this chunk
         for skill, status in chunk:
             t0 = time.perf_counter()
             if status == "unchanged":
                 self._ensure_state(skill, current[skill.name], model)
+            elif skill.state_hash in written:  # same template and demonstrations as one just written
+                shas[skill.name] = written[skill.state_hash]
             else:
                 state = capture_skill(model, skill)
-                shas[skill.name] = self.store.put(state, skill.state_hash)  # 1. state files
+                shas[skill.name] = written[skill.state_hash] = self.store.put(state, skill.state_hash)  # 1. states
                 if state_refs[skill.state_hash] > 0:
                     self.index.share_state(skill.state_hash, model.fingerprint, shas[skill.name])
             seconds[skill.name] = time.perf_counter() - t0

@@ -22,8 +22,10 @@ def _same_state(a, b) -> bool:
 def test_add_then_list_get_and_state(open_registry, tiny_model):
     reg = open_registry()
     a, b = make_skill("alpha"), make_skill("beta", n=2)
-    results = reg.add([a, b], tiny_model)
+    seen = []
+    results = reg.add([a, b], tiny_model, progress=lambda done, total, name: seen.append((done, total, name)))
     assert [(r.name, r.status, r.n_demos) for r in results] == [("alpha", "added", 4), ("beta", "added", 2)]
+    assert seen == [(1, 2, "alpha"), (2, 2, "beta")] and all(r.seconds > 0 for r in results)
     assert reg.names() == ["alpha", "beta"]
     info = {i.name: i for i in reg.list()}
     assert info["alpha"].n_demos == 4 and info["alpha"].models == (tiny_model.fingerprint,)
