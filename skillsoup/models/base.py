@@ -143,16 +143,7 @@ class StateModel:
         start = self._start(state, bsz)
         if length == 0:
             raise GenerationError("forward needs at least one token")
-        hidden = self.hf.backbone.embeddings(ids)
-        conv, ssm = [], []
-        for i, layer in enumerate(self.hf.backbone.layers):
-            residual = hidden.float() if layer.residual_in_fp32 else hidden
-            normed = layer.norm(hidden.to(layer.norm.weight.dtype))
-            out, c, s = self._mixer.forward(layer.mixer, normed, start.conv[i], start.ssm[i], self._ops)
-            hidden = residual + out
-            conv.append(c)
-            ssm.append(s)
-        new_state = SkillState(conv, ssm, [n + length for n in start.n_tokens], self.fingerprint, self.arch)
+        hidden, new_state = self._blocks(self._mixer.forward, self.hf.backbone.embeddings(ids), start, length)
         if logits == "none":
             return None, new_state
         if logits == "last":
@@ -161,6 +152,20 @@ class StateModel:
             raise GenerationError(f"logits must be 'all', 'last' or 'none', got {logits!r}")
         hidden = self.hf.backbone.norm_f(hidden)
         return self.hf.lm_head(hidden.to(self.dtype)).float(), new_state
+
+    def _blocks(self, mixer_fn, hidden, start: SkillState, n_new: int):
+        """The residual stack: pre-norm, mixer (forward or step) with its layer's state, residual add.
+        Returns the last hidden states and the new SkillState."""
+        conv, ssm = [], []
+        for i, layer in enumerate(self.hf.backbone.layers):
+            residual = hidden.float() if layer.residual_in_fp32 else hidden
+            normed = layer.norm(hidden.to(layer.norm.weight.dtype))
+            out, c, s = mixer_fn(layer.mixer, normed, start.conv[i], start.ssm[i], self._ops)
+            hidden = residual + out
+            conv.append(c)
+            ssm.append(s)
+        n_tokens = [n + n_new for n in start.n_tokens]
+        return hidden, SkillState(conv, ssm, n_tokens, self.fingerprint, self.arch)
 
     def capture(self, input_ids, state: SkillState | None = None) -> SkillState:
         """The state after reading ``input_ids`` from ``state``: what a skill stores."""
@@ -171,16 +176,7 @@ class StateModel:
         """Decode one token per row: token_ids [b] -> (logits [b, vocab], new state)."""
         ids = torch.as_tensor(token_ids, dtype=torch.long, device=self.device).reshape(-1)
         start = self._start(state, ids.shape[0])
-        hidden = self.hf.backbone.embeddings(ids)  # [b, hidden]
-        conv, ssm = [], []
-        for i, layer in enumerate(self.hf.backbone.layers):
-            residual = hidden.float() if layer.residual_in_fp32 else hidden
-            normed = layer.norm(hidden.to(layer.norm.weight.dtype))
-            out, c, s = self._mixer.step(layer.mixer, normed, start.conv[i], start.ssm[i], self._ops)
-            hidden = residual + out
-            conv.append(c)
-            ssm.append(s)
-        new_state = SkillState(conv, ssm, [n + 1 for n in start.n_tokens], self.fingerprint, self.arch)
+        hidden, new_state = self._blocks(self._mixer.step, self.hf.backbone.embeddings(ids), start, 1)
         hidden = self.hf.backbone.norm_f(hidden)
         return self.hf.lm_head(hidden.to(self.dtype)).float(), new_state
 
