@@ -91,7 +91,7 @@ def route_latency(path: Path, n_queries: int, policy: str) -> dict[str, list[flo
     return parts
 
 
-def answer_parts(model_dir: str | None, n_answers: int, new_tokens: int, tmp: Path) -> dict[str, list[float]]:
+def answer_parts(model_dir: str | None, n_answers: int, new_tokens: int, tmp: Path, embedder: str) -> dict[str, list[float]]:
     from skillsoup import load_model
     from skillsoup.registry import SkillRegistry
     from skillsoup.runtime import SkillSoup
@@ -107,7 +107,7 @@ def answer_parts(model_dir: str | None, n_answers: int, new_tokens: int, tmp: Pa
     model = load_model(model_dir)
     skills = [Skill(name, f"{name} words", tuple(Demonstration(f"{w} {i}", f"{w.upper()} {i}") for i in range(8)))
               for name, w in (("upper", "hello"), ("reverse", "banana"), ("count", "letters"), ("echo", "again"))]
-    with SkillRegistry.open(tmp / "answer-reg") as reg:
+    with SkillRegistry.open(tmp / "answer-reg", embedder=embedder) as reg:
         reg.add(skills, model)
         soup = SkillSoup(reg, model)
         soup.answer("hello 3", max_new_tokens=2)  # warm-up (and the state cache's first load)
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, float, float]]:
             parts = route_latency(path, args.queries, policy)
             for key, values in parts.items():
                 rows.append((f"route[{policy}] {key}", pct(values, 50), pct(values, 95)))
-        answer = answer_parts(args.model, args.answers, args.new_tokens, tmp)
+        answer = answer_parts(args.model, args.answers, args.new_tokens, tmp, args.embedder)
         for key, values in answer.items():
             rows.append((f"answer {key}", statistics.median(values), pct(values, 95)))
     finally:
