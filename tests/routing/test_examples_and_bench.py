@@ -59,3 +59,13 @@ def test_bench_router_runs_on_tiny_shapes(capsys, mamba_dir):
     assert "route[max] route" in names and "answer first_token_ms" in names
     assert all(p50 >= 0 and p95 >= p50 for _, p50, p95 in rows)
     assert "60 skills x 3 demonstrations" in out and "| route[max] embed" in out
+
+
+def test_bench_routing_fit_runs_on_a_small_set(capsys):
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import bench_routing_fit
+
+    result = bench_routing_fit.main(["--embedder", "hash:64", "--train", "150", "--test", "40", "--latency-sample", "3"])
+    out = capsys.readouterr().out
+    assert result["after"]["fitted"] and not result["before"]["fitted"]
+    assert "| macro_f1 |" in out and "baseline (nn-threshold)" in out
