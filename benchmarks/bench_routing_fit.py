@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> dict:
     columns = {"unfitted (max, 0.3)": before, f"fitted ({after['policy']})": after, "baseline (nn-threshold)": after["baseline"]}
     print("| metric | " + " | ".join(columns) + " |\n|---|" + "---|" * len(columns))
     for key in KEYS:
-        print(f"| {key} | " + " | ".join(f"{c[key]:.3f}" for c in columns.values()) + " |")
+        print(f"| {key} | " + " | ".join("-" if c[key] is None else f"{c[key]:.3f}" for c in columns.values()) + " |")
     return {"before": before, "after": after, "fit_seconds": fit_s}
 
 
