@@ -67,7 +67,7 @@ class RouterParams:
     threshold: float = 0.3  # on the policy's score
     temperature: float = 0.05  # of the softmax that turns scores into weights
     top_k: int = 3
-    n_demos: int = 64  # demonstrations retrieved per query
+    n_demos: int = 32  # demonstrations retrieved per query
     n_skill_rows: int = 16  # skill rows retrieved per query (policies that use them)
     k_mean: int = 3  # k of mean_topk
     skill_thresholds: Mapping[str, float] = field(default_factory=dict)

@@ -33,12 +33,14 @@ def nearest_demonstrations(index: SkillIndex, embedding: np.ndarray, n: int) -> 
     col = _collection(index, DEMOS)
     if col is None or n <= 0:
         return []
+    skills = _collection(index, SKILLS)
     want = n
     while True:
         ids, sims = _query(col, embedding, want)
         parsed = [(rid.rsplit(":", 2), sim) for rid, sim in zip(ids, sims)]
         names = sorted({p[0] for p, _ in parsed if len(p) == 3})
-        hashes = {name: str(meta.get("content_hash", ""))[:12] for name, meta in index.skill_metadata(names).items()}
+        rows = skills.get(ids=names, include=["metadatas"]) if names and skills is not None else {"ids": [], "metadatas": []}
+        hashes = {rid: str((meta or {}).get("content_hash", ""))[:12] for rid, meta in zip(rows["ids"], rows["metadatas"])}
         out = [(p[0], sim) for p, sim in parsed if len(p) == 3 and hashes.get(p[0]) == p[1]]
         if len(out) >= n or len(ids) < want:  # enough, or the collection is exhausted
             return out[:n]

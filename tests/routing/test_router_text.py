@@ -76,7 +76,7 @@ def test_abstains_when_no_skill_passes_its_threshold(syn_registry):
 
 
 def test_weights_sum_to_one_are_ordered_and_respect_top_k(syn_registry):
-    router = Router(syn_registry, params=RouterParams(threshold=-1.0, temperature=0.2))
+    router = Router(syn_registry, params=RouterParams(threshold=-1.0, temperature=0.2, n_demos=64))  # all 8 skills
     for k in (1, 2, 3, 5, 8):
         matches = router.route("convert the alarm email", top_k=k)
         assert len(matches) == k
