@@ -202,7 +202,9 @@ class Router:
     # ---- routing -------------------------------------------------------------------------------
     def route(self, query: str, top_k: int | None = None, router: str = "text",
               examples: Sequence[tuple[str, str]] | None = None) -> list[SkillMatch]:
-        """The skills for ``query``, best first, weights summing to 1; ``[]`` means use none."""
+        """The skills for ``query``, best first, weights summing to 1; ``[]`` means use none.
+        ``examples``: up to two (input, output) pairs the state and hybrid routers read before the
+        query (the text router ignores them)."""
         query = check_query(query)
         top_k = self.params.top_k if top_k is None else check_top_k(top_k)
         examples = check_examples(examples)
