@@ -83,9 +83,13 @@ class RouterParams:
             raise PolicyError(f"unknown aggregation policy {self.policy!r}; valid policies: {', '.join(rf.POLICIES)}")
         if self.policy == "logistic" and not self.logistic:
             raise PolicyError("policy 'logistic' needs fitted coefficients; run skillsoup fit FILE.jsonl first")
+        if self.logistic:
+            _check_logistic(self.logistic)
+        if not isinstance(self.skill_thresholds, Mapping):
+            raise PolicyError(f"skill_thresholds must map skill names to numbers, got {self.skill_thresholds!r}")
         for name in ("temperature", "state_temperature"):
             value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            if isinstance(value, bool) or not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise PolicyError(f"{name} must be a finite number > 0, got {value!r}")
         numbers = {"threshold": self.threshold, "state_threshold": self.state_threshold, "hybrid_alpha": self.hybrid_alpha}
         numbers.update({f"skill_thresholds[{k!r}]": v for k, v in self.skill_thresholds.items()})
@@ -116,6 +120,17 @@ class RouterParams:
 
     def replace(self, **changes) -> RouterParams:
         return dataclasses.replace(self, **changes)
+
+
+def _check_logistic(model) -> None:
+    try:
+        n = len(model["features"])
+        ok = set(model["features"]) <= set(rf.FEATURES) and all(
+            len(model[k]) == n for k in ("mean", "scale", "coef")) and math.isfinite(float(model["bias"]))
+    except (KeyError, TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise PolicyError("the stored logistic router model is incomplete or from another version; run skillsoup fit again")
 
 
 def baseline_params(params: RouterParams) -> RouterParams:

@@ -170,6 +170,7 @@ def test_bad_router_options(syn_registry, kwargs, message):
 @pytest.mark.parametrize(("field", "value"), [
     ("temperature", 0), ("temperature", -1.0), ("temperature", float("nan")), ("threshold", float("inf")),
     ("hybrid_alpha", 1.5), ("top_k", 0), ("n_demos", True), ("skill_thresholds", {"timer": "high"}),
+    ("skill_thresholds", ["timer"]), ("temperature", True), ("logistic", {"features": ["max"], "coef": [1.0]}),
 ])
 def test_bad_parameters_are_typed_errors(field, value):
     with pytest.raises(RoutingError):
