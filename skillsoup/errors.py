@@ -57,5 +57,13 @@ class RoutingError(SkillsoupError):
     """A query or router option is invalid."""
 
 
+class PolicyError(RoutingError):
+    """An aggregation policy name or router parameter is not valid."""
+
+
+class LabelledDataError(RoutingError):
+    """A labelled-queries file (JSONL for fit / eval) is malformed; the message says file:line."""
+
+
 class KernelUnavailableError(SkillsoupError):
     """A fast path was forced but cannot run here."""

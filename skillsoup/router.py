@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from skillsoup import routing_features as rf
-from skillsoup.errors import RoutingError
+from skillsoup.errors import LabelledDataError, PolicyError, RoutingError  # noqa: F401 (re-exported)
 
 if TYPE_CHECKING:
     from skillsoup.models.base import StateModel
@@ -41,14 +41,6 @@ ROUTERS = ("text", "state", "hybrid")
 MAX_QUERY_CHARS = 4000
 MAX_EXAMPLES = 2
 MAX_TOP_K = 64
-
-
-class PolicyError(RoutingError):
-    """An aggregation policy name or router parameter is not valid."""
-
-
-class LabelledDataError(RoutingError):
-    """A labelled-queries file (JSONL for fit / eval) is malformed; the message says file:line."""
 
 
 @dataclass(frozen=True)
