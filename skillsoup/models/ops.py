@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 # exp(+-60) stays far from float32 overflow (exp(88.7)); chunks whose decay exceeds it are split.
 _MAX_LOG_DECAY = 60.0
+_MAX_LOG_DECAY_GRAD = 30.0
 # below this chunk size the factored form loses to the doubling scan, which is stable for any decay
 _MIN_FACTORED_CHUNK = 16
 _DOUBLING_CHUNK = 16
@@ -101,13 +102,15 @@ def selective_scan(
 
 def _safe_chunk_size(delta, a_max, chunk_size):
     """Largest power of two T <= chunk_size such that every chunk's decay, counted from its first
-    token, stays within exp(-_MAX_LOG_DECAY)."""
+    token, stays within exp(-limit): _MAX_LOG_DECAY, or _MAX_LOG_DECAY_GRAD under autograd (the
+    backward multiplies by exp(-log E) once more)."""
+    limit = _MAX_LOG_DECAY_GRAD if torch.is_grad_enabled() else _MAX_LOG_DECAY
     l = delta.shape[-1]
     rate = (delta.detach() * a_max[:, None]).float()  # [b, d, l] log-decay per token, fastest state
     t = 1 << max(0, min(chunk_size, l) - 1).bit_length()
     while t > 1:
         padded = F.pad(rate, (0, -l % t)).unflatten(-1, (-1, t))  # [b, d, nc, t]
-        if float((padded.sum(-1) - padded[..., 0]).max()) <= _MAX_LOG_DECAY:
+        if float((padded.sum(-1) - padded[..., 0]).max()) <= limit:
             break
         t //= 2
     return t
@@ -123,18 +126,21 @@ def _scan_block(h, delta, dtu, A, B, C, t):
     delta_c, dtu_c = delta.unflatten(-1, (nc, t)), dtu.unflatten(-1, (nc, t))  # [b, d, nc, t]
     B_c, C_c = B.unflatten(-1, (nc, t)), C.unflatten(-1, (nc, t))  # [b, n, nc, t]
     rel = torch.cumsum(delta_c, dim=-1) - delta_c[..., :1]  # [b, d, nc, t], from the chunk's first token
-    E = torch.exp(rel.unsqueeze(-1) * A[:, None, None, :])  # [b, d, nc, t, n], in (e^-60, 1]
+    log_e = rel.unsqueeze(-1) * A[:, None, None, :]  # [b, d, nc, t, n], in [-60, 0]
+    E = torch.exp(log_e)
     inputs = dtu_c.unsqueeze(-1) * B_c.permute(0, 2, 3, 1).unsqueeze(1)  # [b, d, nc, t, n]
-    if torch.is_grad_enabled():  # training: out-of-place so autograd keeps what it needs
-        local = torch.cumsum(inputs / E, dim=3) * E
+    if torch.is_grad_enabled():  # training: multiply by exp(-log E), whose backward never divides by E^2
+        local = torch.cumsum(inputs * torch.exp(-log_e), dim=3) * E
     else:
         local = torch.cumsum(inputs.div_(E), dim=3).mul_(E)  # chunk-local states from zero
     first = torch.exp(delta_c[..., 0].unsqueeze(-1) * A[:, None, :])  # [b, d, nc, n], first token's decay
     carry = first * E[:, :, :, -1]  # decay of a chunk's start state across the whole chunk
     starts = []
-    for c in range(nc):  # chunk boundaries only
+    # one select of the chunk ends, then unbind: a per-chunk select would cost a full-size
+    # zero-filled gradient per chunk in the backward
+    for end, decay in zip(local[:, :, :, -1].unbind(2), carry.unbind(2)):  # chunk boundaries only
         starts.append(h)
-        h = local[:, :, c, -1] + carry[:, :, c] * h
+        h = end + decay * h
     start = torch.stack(starts, dim=2) * first  # [b, d, nc, n], start states decayed by token 0
     states = local + E * start.unsqueeze(3)  # h_t for every token  [b, d, nc, t, n]
     y = torch.einsum("bdctn,bnct->bdct", states, C_c).flatten(2)[..., :l]  # [b, d, l]
@@ -157,9 +163,9 @@ def _scan_block_doubling(h, delta, dtu, A, B, C, t):
         decay = torch.cat([decay[:, :, :, :step], decay[:, :, :, step:] * decay[:, :, :, :-step]], 3)
         step *= 2
     starts = []
-    for c in range(nc):  # chunk boundaries only
+    for end, carry in zip(x[:, :, :, -1].unbind(2), decay[:, :, :, -1].unbind(2)):  # chunk boundaries only
         starts.append(h)
-        h = torch.addcmul(x[:, :, c, -1], decay[:, :, c, -1], h)
+        h = torch.addcmul(end, carry, h)
     states = torch.addcmul(x, decay, torch.stack(starts, dim=2).unsqueeze(3))  # [b, d, nc, t, n]
     y = torch.einsum("bdctn,bnct->bdct", states, C.unflatten(-1, (nc, t))).flatten(2)[..., :l]
     return y, h
