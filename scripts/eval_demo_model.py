@@ -162,13 +162,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--api-check", type=int, default=3,
                    help="per skill, re-answer this many queries with StateModel.generate and compare")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads; batch-1 prompts are small, and 1 thread is far faster on busy shared cores")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON ('-' for stdout)")
     return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    import torch
+
     from skillsoup.models import load_model
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     model = load_model(args.model)
     names = [s.strip() for s in args.skills.split(",") if s.strip()] or [s.name for s in corpus.SKILLS]

@@ -119,3 +119,12 @@ def test_skill_objects_and_files(tmp_path):
     loaded = {s.name: s for s in load_skills(paths)}
     assert set(loaded) == {s.name for s in corpus.SKILLS}
     assert loaded["date-long"] == corpus.skill_object("date-long", n_demos=4, n_tests=3)
+
+
+def test_zero_shot_prompts_cannot_tell_a_family_apart():
+    """Skills of one family share their template, so a query alone reads the same for all of them:
+    only demonstrations (or an injected state) say which skill is meant."""
+    for family, names in corpus.FAMILIES.items():
+        skills = [corpus.skill_object(n, n_demos=1, n_tests=3) for n in names]
+        assert len({s.template for s in skills}) == 1, family
+        assert len({tuple(s.render_query(t.input) for t in s.tests) for s in skills}) == 1, family
