@@ -353,15 +353,4 @@ def skill_object(name: str, n_demos: int = 8, split: str = "demo", seed: int = 0
     )
 
 
-def write_skill_files(out_dir: str | Path, n_demos: int = 8, n_tests: int = 20, seed: int = 0) -> list[Path]:
-    """Write every demo skill as ``<name>.yaml`` (skill-file format, docs/skills.md) -> the paths."""
-    from skillsoup.skillfiles import dump_skill_yaml
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for s in SKILLS:
-        path = out / f"{s.name}.yaml"
-        path.write_text(dump_skill_yaml(skill_object(s.name, n_demos, "demo", seed, n_tests)), encoding="utf-8")
-        paths.append(path)
-    return paths
+from skillsoup.demo.skill_files import write_skill_files  # noqa: E402,F401  (re-exported)
