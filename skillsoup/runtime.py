@@ -83,6 +83,10 @@ class Stream:
         if self._answer is not None:
             return
         for piece in self._pieces:
+            if not self._text:  # the space a template puts after its label ("Output: ") is not the answer
+                piece = piece.lstrip(" \t")
+                if not piece:
+                    continue
             self._text.append(piece)
             yield piece
         self._finish(stopped=False)
