@@ -151,6 +151,31 @@ def markdown_table(results: list[SkillResult], k_state: int) -> str:
     return "\n".join(lines)
 
 
+def build_routers(model, skills: list[Skill], kinds: list[str]) -> dict[str, Router]:
+    """Router columns: a temporary registry holding ``skills``; each query is routed from its text
+    alone ("text": MiniLM over demonstration inputs; "state": the model's own state feature) and the
+    chosen skills' stored states are mixed with the router's weights, as ``SkillSoup.answer`` does."""
+    import tempfile
+
+    from skillsoup.mixing import mix
+    from skillsoup.registry import SkillRegistry
+    from skillsoup.router import Router as SkillRouter
+
+    registry = SkillRegistry.open(tempfile.mkdtemp(prefix="skillsoup-eval-"))
+    registry.add(skills, model)
+    router = SkillRouter(registry, model)
+
+    def column(kind: str) -> Router:
+        def pick(query: str):
+            matches = router.route(query, router=kind)
+            if not matches:
+                return None
+            return mix([registry.state(m.name, model) for m in matches], [m.weight for m in matches])
+        return pick
+
+    return {f"router ({kind})": column(kind) for kind in kinds}
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default=str(DEMO_MODEL_DIR), help="checkpoint folder (default: the bundled demo model)")
@@ -165,6 +190,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads; batch-1 prompts are small, and 1 thread is far faster on busy shared cores")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON ('-' for stdout)")
+    p.add_argument("--routers", default="text,state",
+                   help="router columns to fill: text, state (comma-separated; '' for none)")
     return p.parse_args(argv)
 
 
@@ -181,8 +208,10 @@ def main(argv=None) -> int:
     names = [s.strip() for s in args.skills.split(",") if s.strip()] or [s.name for s in corpus.SKILLS]
     ks = sorted({int(k) for k in args.k.split(",") if k.strip()})
     skills = [corpus.skill_object(name, args.demos, "demo", args.seed, args.n) for name in names]
+    kinds = [k.strip() for k in args.routers.split(",") if k.strip()]
+    routers = build_routers(model, skills, kinds) if kinds else None
     t0 = time.time()
-    results = evaluate(model, skills, ks, max_new_tokens=args.max_new_tokens, api_check=args.api_check, progress=lambda r: print(
+    results = evaluate(model, skills, ks, routers=routers, max_new_tokens=args.max_new_tokens, api_check=args.api_check, progress=lambda r: print(
         f"{r.name:15s} " + " ".join(f"{c}={v:.2f}" for c, v in r.accuracy.items() if v is not None),
         file=sys.stderr, flush=True))
     seconds = time.time() - t0
