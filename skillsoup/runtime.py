@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass
 
 from skillsoup.errors import GenerationError, MixError, RoutingError
 from skillsoup.mixing import CONV_POLICIES, mix
+from skillsoup.models.generation import StopDecoder
 from skillsoup.router import Router, SkillMatch, check_query
 from skillsoup.skill import DEFAULT_TEMPLATE, Skill
 from skillsoup.state_cache import DEFAULT_BUDGET, StateCache
@@ -236,7 +237,7 @@ class SkillSoup:
             state = model.capture(ids[:-1], state)
         first = time.perf_counter()
         timings.update(prefill_ms=(first - start) * 1000, first_token_ms=0.0, decode_tokens_per_s=0.0, n_tokens=0)
-        decoder = _StopDecoder(model, stop)
+        decoder = StopDecoder(model, stop)
         n = 0
         t_first = None
         try:
@@ -260,38 +261,6 @@ class SkillSoup:
             timings["total_ms"] = timings.get("route_ms", 0.0) + timings.get("load_mix_ms", 0.0) + (end - start) * 1000
             if n > 1 and t_first is not None and end > t_first:
                 timings["decode_tokens_per_s"] = (n - 1) / (end - t_first)
-
-
-class _StopDecoder:
-    """Token ids -> text pieces that end before the first stop string (as ``generate_text`` does),
-    holding back text that might begin one."""
-
-    def __init__(self, model, stop: list[str]):
-        self.model = model
-        self.stop = [s for s in stop if s]
-        self.hold = max((len(s) for s in self.stop), default=1) - 1
-        self.tokens: list[int] = []
-        self.emitted = ""
-
-    def push(self, token: int) -> tuple[str, bool]:
-        self.tokens.append(token)
-        text = self.model.decode(self.tokens)
-        if text.endswith("\ufffd"):  # an incomplete UTF-8 sequence: wait for the next token
-            return "", False
-        cut = min((text.find(s) for s in self.stop if s in text), default=-1)
-        if cut >= 0:
-            piece = text[len(self.emitted) : cut] if cut > len(self.emitted) else ""
-            self.emitted = text[:cut]
-            return piece, True
-        ready = len(text) - self.hold if self.stop else len(text)
-        if ready > len(self.emitted):
-            piece, self.emitted = text[len(self.emitted) : ready], text[:ready]
-            return piece, False
-        return "", False
-
-    def finish(self) -> str:
-        text = self.model.decode(self.tokens) if self.tokens else ""
-        return text[len(self.emitted) :] if len(text) > len(self.emitted) else ""
 
 
 def _check_generation(max_new_tokens, temperature, top_p, seed) -> None:

@@ -62,26 +62,48 @@ def generate_ids(
             logits, state = model.step([token], state)
 
 
+class StopDecoder:
+    """Token ids -> text pieces that end before the first stop string, holding back text that might
+    begin one and waiting out incomplete UTF-8 sequences. ``push`` returns (piece, done)."""
+
+    def __init__(self, model, stop) -> None:
+        self.model = model
+        self.stop = [s for s in stop if s]
+        self.hold = max((len(s) for s in self.stop), default=1) - 1
+        self.tokens: list[int] = []
+        self.emitted = ""
+
+    def push(self, token: int) -> tuple[str, bool]:
+        self.tokens.append(token)
+        text = self.model.decode(self.tokens)
+        if text.endswith("\ufffd"):  # an incomplete UTF-8 sequence: wait for the next token
+            return "", False
+        cut = min((text.find(s) for s in self.stop if s in text), default=-1)
+        if cut >= 0:
+            piece = text[len(self.emitted) : cut] if cut > len(self.emitted) else ""
+            self.emitted = text[:cut]
+            return piece, True
+        ready = len(text) - self.hold if self.stop else len(text)
+        if ready > len(self.emitted):
+            piece, self.emitted = text[len(self.emitted) : ready], text[:ready]
+            return piece, False
+        return "", False
+
+    def finish(self) -> str:
+        """What is left once generation ended without a stop string."""
+        text = self.model.decode(self.tokens) if self.tokens else ""
+        return text[len(self.emitted) :] if len(text) > len(self.emitted) else ""
+
+
 def generate_text(model, prompt, state=None, *, stop: list[str] | tuple[str, ...] = (), **options) -> Iterator[str]:
     """Yield text pieces of the continuation; ends before the first ``stop`` string."""
-    stop = [s for s in stop if s]
-    tokens: list[int] = []
-    emitted = ""
-    hold = max((len(s) for s in stop), default=1) - 1  # keep back text that might begin a stop string
+    decoder = StopDecoder(model, stop)
     for token in generate_ids(model, prompt, state, **options):
-        tokens.append(token)
-        text = model.decode(tokens)
-        if text.endswith("\ufffd"):  # an incomplete UTF-8 sequence: wait for the next token
-            continue
-        cut = min((text.find(s) for s in stop if s in text), default=-1)
-        if cut >= 0:
-            if cut > len(emitted):
-                yield text[len(emitted) : cut]
+        piece, done = decoder.push(token)
+        if piece:
+            yield piece
+        if done:
             return
-        ready = len(text) - hold if stop else len(text)
-        if ready > len(emitted):
-            yield text[len(emitted) : ready]
-            emitted = text[:ready]
-    text = model.decode(tokens) if tokens else ""
-    if len(text) > len(emitted):
-        yield text[len(emitted) :]
+    tail = decoder.finish()
+    if tail:
+        yield tail
