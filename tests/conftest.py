@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # for `from helpers import ...`
 
-from helpers import assert_close, build_checkpoint, save_tiny_tokenizer, tiny_config  # noqa: E402,F401
+from helpers import build_checkpoint  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -27,6 +27,26 @@ def mamba_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def mamba2_dir(tmp_path_factory):
     return build_checkpoint(tmp_path_factory.mktemp("mamba2"), "mamba2")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(mamba_dir):
+    """The tiny Mamba-1 checkpoint, loaded once."""
+    from skillsoup import load_model
+
+    return load_model(mamba_dir)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny ops on a shared 2-core machine crawl with two contending threads; folders whose tests
+    run many of them use this from an autouse fixture."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session", params=["mamba", "mamba2"])

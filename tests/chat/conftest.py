@@ -7,7 +7,6 @@ import io
 import shutil
 
 import pytest
-import torch
 from rich.console import Console
 
 from skillsoup.skill import Demonstration, Skill
@@ -24,29 +23,17 @@ def chat_skills() -> list[Skill]:
 
 
 @pytest.fixture(autouse=True)
-def _one_torch_thread(monkeypatch):
-    """Tiny ops on a shared 2-core machine crawl with two contending threads."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_torch_thread_hash_embedder(one_torch_thread, monkeypatch):
     monkeypatch.setenv("SKILLSOUP_EMBEDDER", EMBEDDER)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")
-def chat_model(mamba_dir):
-    from skillsoup import load_model
-
-    return load_model(mamba_dir)
-
-
-@pytest.fixture(scope="session")
-def _registry_template(tmp_path_factory, chat_model):
+def _registry_template(tmp_path_factory, tiny_model):
     from skillsoup.registry import SkillRegistry
 
     path = tmp_path_factory.mktemp("chat") / "reg"
     with SkillRegistry.open(path, embedder=EMBEDDER) as reg:
-        reg.add(chat_skills(), chat_model)
+        reg.add(chat_skills(), tiny_model)
     return path
 
 
@@ -58,13 +45,13 @@ def registry_dir(_registry_template, tmp_path):
 
 
 @pytest.fixture
-def soup(registry_dir, chat_model):
+def soup(registry_dir, tiny_model):
     from skillsoup.registry import SkillRegistry
     from skillsoup.router import Router, RouterParams
     from skillsoup.runtime import SkillSoup
 
     reg = SkillRegistry.open(registry_dir)
-    s = SkillSoup(reg, chat_model, router=Router(reg, chat_model, RouterParams(threshold=0.3, top_k=1)))
+    s = SkillSoup(reg, tiny_model, router=Router(reg, tiny_model, RouterParams(threshold=0.3, top_k=1)))
     yield s
     reg.close()
 
@@ -112,12 +99,12 @@ def chat(make_chat):
 
 
 @pytest.fixture
-def model_says(monkeypatch, chat_model):
+def model_says(monkeypatch, tiny_model):
     """Make the model write ``text`` (token by token) whatever it is asked; returns the calls' options."""
     calls: list[dict] = []
 
     def say(text: str, then: BaseException | None = None):
-        ids = chat_model.encode(text)
+        ids = tiny_model.encode(text)
 
         def generate_ids(prompt_ids, state, **options):
             calls.append(options)
@@ -125,7 +112,7 @@ def model_says(monkeypatch, chat_model):
             if then is not None:
                 raise then
 
-        monkeypatch.setattr(chat_model, "generate_ids", generate_ids)
+        monkeypatch.setattr(tiny_model, "generate_ids", generate_ids)
         return calls
 
     return say

@@ -229,12 +229,12 @@ def test_errors_are_one_red_line_and_the_chat_goes_on(chat, monkeypatch, model_s
 
 # ---- first start ------------------------------------------------------------------------------
 @pytest.fixture
-def empty_soup(tmp_path, chat_model):
+def empty_soup(tmp_path, tiny_model):
     from skillsoup.registry import SkillRegistry
     from skillsoup.runtime import SkillSoup
 
     reg = SkillRegistry.open(tmp_path / "empty", embedder="hash:64")
-    yield SkillSoup(reg, chat_model)
+    yield SkillSoup(reg, tiny_model)
     reg.close()
 
 

@@ -30,13 +30,13 @@ def _program() -> list[str]:
     return [found]
 
 
-def test_chat_in_a_terminal(registry_dir, chat_model, mamba_dir, tmp_path):
+def test_chat_in_a_terminal(registry_dir, tiny_model, mamba_dir, tmp_path):
     from skillsoup.registry import SkillRegistry
     from skillsoup.router import RouterParams
     from skillsoup.runtime import SkillSoup
 
     with SkillRegistry.open(registry_dir) as reg:  # what the library answers, to compare with the terminal
-        soup = SkillSoup(reg, chat_model)
+        soup = SkillSoup(reg, tiny_model)
         soup.router.params = RouterParams(top_k=1)
         soup.router.save()  # the program reads the router's parameters from the registry
         expected = soup.answer(QUERY, max_new_tokens=12)

@@ -3,23 +3,11 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 
 @pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny ops on a shared 2-core machine are ~1000x slower with two contending threads."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_torch_thread(one_torch_thread):
     yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="session")
-def tiny_model(mamba_dir):
-    from skillsoup import load_model
-
-    return load_model(mamba_dir)
 
 
 @pytest.fixture

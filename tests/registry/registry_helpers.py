@@ -43,10 +43,8 @@ def run_python(args: list[str], timeout: float = 120, **env) -> subprocess.Compl
 
 
 def build_checkpoint(path, arch: str = "mamba", seed: int = 0, **overrides):
-    """tests/conftest.py's checkpoint builder (loaded by path: every conftest module is named conftest)."""
-    import importlib.util
+    """tests/helpers.py's checkpoint builder (imported here, not at the top: crash_worker.py runs this
+    module in a subprocess that has no tests/ folder on its path)."""
+    from helpers import build_checkpoint as build
 
-    spec = importlib.util.spec_from_file_location("_skillsoup_tests_root_conftest", REPO / "tests" / "conftest.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.build_checkpoint(path, arch, seed=seed, **overrides)
+    return build(path, arch, seed=seed, **overrides)

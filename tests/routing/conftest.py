@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # synthetic
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "registry"))  # registry_helpers
@@ -17,19 +16,8 @@ EMBEDDER = "hash:256"
 
 
 @pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny ops on a shared 2-core machine crawl with two contending threads."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_torch_thread(one_torch_thread):
     yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="session")
-def tiny_model(mamba_dir):
-    from skillsoup import load_model
-
-    return load_model(mamba_dir)
 
 
 @pytest.fixture(scope="session")
