@@ -26,19 +26,17 @@ WORDS = ["cat", "river", "lamp", "stone", "cloud", "apple", "tiger", "glass", "p
 
 
 def build_demo_model(folder: Path) -> Path:
+    """A random model of the demo model's size with its character tokenizer."""
     import torch
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import MambaConfig, MambaForCausalLM, PreTrainedTokenizerFast
+    from transformers import MambaConfig, MambaForCausalLM
 
-    chars = ["<pad>", "<s>", "</s>", "<unk>"] + [chr(c) for c in range(32, 127)] + ["\n"]
-    tok = Tokenizer(models.WordLevel(vocab={c: i for i, c in enumerate(chars)}, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Split("", "isolated")
+    from skillsoup.demo.tokenizer import BOS_ID, EOS_ID, PAD_ID, VOCAB, build_tokenizer
+
     torch.manual_seed(0)
-    config = MambaConfig(hidden_size=256, num_hidden_layers=4, state_size=16, vocab_size=len(chars),
-                         pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    config = MambaConfig(hidden_size=256, num_hidden_layers=4, state_size=16, vocab_size=len(VOCAB),
+                         pad_token_id=PAD_ID, bos_token_id=BOS_ID, eos_token_id=EOS_ID)
     MambaForCausalLM(config).save_pretrained(folder)
-    PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
-                            unk_token="<unk>").save_pretrained(folder)
+    build_tokenizer().save_pretrained(folder)
     return folder
 
 
