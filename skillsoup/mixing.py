@@ -10,7 +10,11 @@ Policies:
     base=S      task arithmetic: S + sum_i w_i (s_i - S), with S usually ``model.neutral_state()``.
                 With weights normalised to 1 this equals plain mixing, so pass normalize=False to
                 add or subtract task vectors with free weights.
-    layers=...  only these layer indices are mixed; the others come whole from the top state.
+    layers=...  only these layer indices are mixed; the others come whole from the top state
+                (``parse_layers("0-3,6")`` reads them from a user's text).
+
+Decay mixing (``mix_decay`` / ``mix_decay_ref``) composes chunk states sequentially instead:
+sum_i (prod_{j>i} D_j) * h_i, as reading the chunks one after another would (skillsoup/chunks.py).
 """
 
 from __future__ import annotations
@@ -19,11 +23,15 @@ import functools
 import logging
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
-from skillsoup.errors import MixError
+from skillsoup.errors import MixError, StateMismatchError
 from skillsoup.state import SkillState, check_compatible
+
+if TYPE_CHECKING:
+    from skillsoup.chunks import ChunkState
 
 CONV_POLICIES = ("mix", "top")
 log = logging.getLogger(__name__)
@@ -136,3 +144,101 @@ def mix_ref(
         else:
             conv_out.append(states[top].conv[i].float().clone())
     return _result(states, weights, top, conv_out, ssm)
+
+
+# ---- decay mixing: sequential composition of chunk states ---------------------------------------
+def _check_chunks(chunks: Sequence[ChunkState], weights: Sequence[float] | None) -> list[float]:
+    if not chunks:
+        raise MixError("mix_decay needs at least one chunk; capture them with skillsoup.chunks.capture_chunks")
+    for k, c in enumerate(chunks):
+        if not isinstance(getattr(c, "state", None), SkillState) or not isinstance(getattr(c, "log_decay", None), list):
+            raise MixError(f"chunk {k} is a {type(c).__name__}, not a ChunkState; use skillsoup.chunks.capture_chunks")
+    states = [c.state for c in chunks]
+    weights = [1.0] * len(chunks) if weights is None else check_weights(states, weights, normalize=False)
+    first = states[0]
+    for k, c in enumerate(chunks):
+        try:
+            check_compatible(first, c.state)
+        except StateMismatchError as exc:
+            raise MixError(f"chunk {k} cannot be composed with chunk 0: {exc}") from None
+        if c.state.batch_size != first.batch_size:
+            raise MixError(f"chunk {k} has {c.state.batch_size} rows, chunk 0 has {first.batch_size}")
+        for i, (ssm, ld) in enumerate(zip(c.state.ssm, c.log_decay)):
+            if torch.broadcast_shapes(ld.shape, ssm.shape) != ssm.shape or ld.shape != chunks[0].log_decay[i].shape:
+                raise MixError(f"chunk {k} layer {i}: log-decay shape {tuple(ld.shape)} does not fit ssm {tuple(ssm.shape)}")
+            if not (torch.isfinite(ssm).all() and torch.isfinite(ld).all()):
+                raise MixError(f"chunk {k} layer {i} holds NaN or infinite values; recapture the chunk")
+            if bool((ld > 0).any()):
+                raise MixError(f"chunk {k} layer {i} has a positive log-decay (a growing state); recapture the chunk")
+    return weights
+
+
+def _decay_result(chunks, weights, ssm) -> SkillState:
+    last = chunks[-1].state
+    n_tokens = [sum(c.state.n_tokens[r] for c in chunks) for r in range(last.batch_size)]
+    meta = {"mix": "decay", "decay_weights": ",".join(f"{w:.6g}" for w in weights)}
+    return SkillState([t.float().clone() for t in last.conv], ssm, n_tokens, last.fingerprint, last.arch, meta)
+
+
+def mix_decay(chunks: Sequence[ChunkState], weights: Sequence[float] | None = None) -> SkillState:
+    """Compose chunk states as if read one after another -> a new float32 SkillState.
+
+    chunks   ChunkStates in reading order, from :func:`skillsoup.chunks.capture_chunks`.
+    weights  optional, one per chunk (default 1, never normalised): chunk i contributes
+             w_i * (prod_{j>i} D_j) * h_i.
+    ssm = sum_i w_i * exp(sum_{j>i} log D_j) * h_i (in log space, so long products underflow to 0
+    instead of multiplying many small factors); conv = the last chunk's; n_tokens summed;
+    meta["mix"] = "decay". Raises MixError for no chunks, chunks of different models or shapes,
+    and NaN / infinite values.
+    """
+    weights = _check_chunks(chunks, weights)
+    ssm = []
+    for i in range(chunks[0].state.num_layers):
+        h = torch.stack([c.state.ssm[i].float() for c in chunks])  # [K, b, ...]
+        log_d = torch.stack([c.log_decay[i].float() for c in chunks])  # [K, b, ...] broadcastable
+        after = torch.flip(torch.cumsum(torch.flip(log_d[1:], [0]), 0), [0])  # sum_{j>i} log D_j, i < K-1
+        after = torch.cat([after, torch.zeros_like(log_d[:1])])
+        w = torch.tensor(weights, dtype=torch.float32, device=h.device).view(-1, *([1] * (h.dim() - 1)))
+        ssm.append((w * torch.exp(after) * h).sum(0))
+    return _decay_result(chunks, weights, ssm)
+
+
+def mix_decay_ref(chunks: Sequence[ChunkState], weights: Sequence[float] | None = None) -> SkillState:
+    """Specification of :func:`mix_decay`: the recurrence over chunks, H = D_i * H + w_i * h_i."""
+    weights = _check_chunks(chunks, weights)
+    ssm = []
+    for i in range(chunks[0].state.num_layers):
+        h = torch.zeros_like(chunks[0].state.ssm[i], dtype=torch.float32)
+        for w, c in zip(weights, chunks):
+            h = torch.exp(c.log_decay[i].float()) * h + w * c.state.ssm[i].float()
+        ssm.append(h)
+    return _decay_result(chunks, weights, ssm)
+
+
+# ---- layer ranges from user text ----------------------------------------------------------------
+def parse_layers(text: str, num_layers: int | None = None) -> list[int] | None:
+    """"all" -> None (every layer, as ``mix(layers=None)``); "0-3,6" -> [0, 1, 2, 3, 6].
+
+    Ranges are inclusive; the result is sorted without repeats. With ``num_layers`` every index is
+    checked to lie in 0..num_layers-1. Raises MixError with the accepted forms on bad text.
+    """
+    forms = 'use "all" or comma-separated indices and inclusive ranges like "0-3,6"'
+    if not isinstance(text, str):
+        raise MixError(f"layers must be text, got {type(text).__name__}; {forms}")
+    cleaned = text.strip().lower()
+    if cleaned == "all":
+        return None
+    chosen: set[int] = set()
+    for part in cleaned.split(","):
+        part = part.strip()
+        lo, sep, hi = part.partition("-")
+        lo, hi = lo.strip(), (hi.strip() if sep else lo.strip())
+        if not (lo.isascii() and hi.isascii() and lo.isdigit() and hi.isdigit()):
+            raise MixError(f"cannot read layers {text!r} (part {part!r}); {forms}")
+        a, b = int(lo), int(hi)
+        if a > b:
+            raise MixError(f"layer range {part!r} runs backwards; write it as {b}-{a}")
+        chosen.update(range(a, b + 1))
+    if num_layers is not None and max(chosen) >= num_layers:
+        raise MixError(f"layers {text!r} name layer {max(chosen)}, the model has layers 0..{num_layers - 1}")
+    return sorted(chosen)

@@ -138,12 +138,7 @@ class StateModel:
 
     def forward_with_grad(self, input_ids, state: SkillState | None = None, *, logits: str = "all"):
         """:meth:`forward` with autograd on: for training the model or tuning a state."""
-        ids = self.as_ids(input_ids)
-        bsz, length = ids.shape
-        start = self._start(state, bsz)
-        if length == 0:
-            raise GenerationError("forward needs at least one token")
-        hidden, new_state = self._blocks(self._mixer.forward, self.hf.backbone.embeddings(ids), start, length)
+        hidden, new_state = self._run(input_ids, state)
         if logits == "none":
             return None, new_state
         if logits == "last":
@@ -153,14 +148,25 @@ class StateModel:
         hidden = self.hf.backbone.norm_f(hidden)
         return self.hf.lm_head(hidden.to(self.dtype)).float(), new_state
 
-    def _blocks(self, mixer_fn, hidden, start: SkillState, n_new: int):
+    def _run(self, input_ids, state: SkillState | None, log_decay: list | None = None):
+        """Embed and run the stack in parallel -> (last hidden states [b, l, hidden], new state)."""
+        ids = self.as_ids(input_ids)
+        bsz, length = ids.shape
+        start = self._start(state, bsz)
+        if length == 0:
+            raise GenerationError("forward needs at least one token")
+        return self._blocks(self._mixer.forward, self.hf.backbone.embeddings(ids), start, length, log_decay)
+
+    def _blocks(self, mixer_fn, hidden, start: SkillState, n_new: int, log_decay: list | None = None):
         """The residual stack: pre-norm, mixer (forward or step) with its layer's state, residual add.
-        Returns the last hidden states and the new SkillState."""
+        Returns the last hidden states and the new SkillState. ``log_decay`` (a list, forward only)
+        collects each layer's total log-decay over these tokens."""
+        extra = {} if log_decay is None else {"log_decay": log_decay}
         conv, ssm = [], []
         for i, layer in enumerate(self.hf.backbone.layers):
             residual = hidden.float() if layer.residual_in_fp32 else hidden
             normed = layer.norm(hidden.to(layer.norm.weight.dtype))
-            out, c, s = mixer_fn(layer.mixer, normed, start.conv[i], start.ssm[i], self._ops)
+            out, c, s = mixer_fn(layer.mixer, normed, start.conv[i], start.ssm[i], self._ops, **extra)
             hidden = residual + out
             conv.append(c)
             ssm.append(s)
@@ -170,6 +176,16 @@ class StateModel:
     def capture(self, input_ids, state: SkillState | None = None) -> SkillState:
         """The state after reading ``input_ids`` from ``state``: what a skill stores."""
         return self.forward(input_ids, state, logits="none")[1]
+
+    @torch.no_grad()
+    def capture_with_decay(self, input_ids, state: SkillState | None = None) -> tuple[SkillState, list[torch.Tensor]]:
+        """:meth:`capture` plus, per layer, the total log-decay of these tokens (A * sum dt, float32,
+        <= 0): exp of it carries an SSM state from before the tokens to after them. Shapes broadcast
+        against the layer's ssm state: [b, d, n] (Mamba-1), [b, h, 1, 1] (Mamba-2). For decay
+        mixing; see :func:`skillsoup.chunks.capture_chunks`."""
+        log_decay: list[torch.Tensor] = []
+        new_state = self._run(input_ids, state, log_decay)[1]
+        return new_state, log_decay
 
     @torch.no_grad()
     def step(self, token_ids, state: SkillState):

@@ -25,8 +25,11 @@ def _split_xproj(mixer, x):  # x [b, l, d] after conv
     return dt, B, C
 
 
-def forward(mixer, hidden, conv_state, ssm_state, impl):
-    """hidden [b, l, hidden] -> (out [b, l, hidden], conv_state [b, d, k], ssm_state [b, d, n])."""
+def forward(mixer, hidden, conv_state, ssm_state, impl, log_decay=None):
+    """hidden [b, l, hidden] -> (out [b, l, hidden], conv_state [b, d, k], ssm_state [b, d, n]).
+
+    ``log_decay``: None on the normal path; a list to append this call's total log-decay to
+    ([b, d, n], A * sum dt), which decay mixing needs (skillsoup/chunks.py)."""
     dtype = hidden.dtype
     x, gate = mixer.in_proj(hidden).transpose(1, 2).chunk(2, dim=1)  # [b, d, l] each
     x, conv_state = impl.causal_conv1d(
@@ -34,6 +37,8 @@ def forward(mixer, hidden, conv_state, ssm_state, impl):
     )  # [b, d, l]
     dt, B, C = _split_xproj(mixer, x.transpose(1, 2))
     A = -torch.exp(mixer.A_log.float())  # [d, n]
+    if log_decay is not None:
+        log_decay.append(ops.selective_scan_log_decay(dt.transpose(1, 2), A, mixer.dt_proj.bias, True))
     y, ssm_state = impl.selective_scan(
         x, dt.transpose(1, 2), A, B.transpose(1, 2), C.transpose(1, 2), D=mixer.D, z=gate,
         delta_bias=mixer.dt_proj.bias, delta_softplus=True, initial_state=ssm_state,

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from skillsoup.models import ops
+
 
 def state_shapes(config) -> tuple[tuple[int, ...], tuple[int, ...]]:
     d = int(config.expand * config.hidden_size)
@@ -29,8 +31,11 @@ def _split(mixer, projected):
     return projected.split([d, conv_dim, mixer.num_heads], dim=-1)  # gate, xBC, dt
 
 
-def forward(mixer, hidden, conv_state, ssm_state, impl):
-    """hidden [b, l, hidden] -> (out, conv_state [b, conv_dim, k], ssm_state [b, h, p, n])."""
+def forward(mixer, hidden, conv_state, ssm_state, impl, log_decay=None):
+    """hidden [b, l, hidden] -> (out, conv_state [b, conv_dim, k], ssm_state [b, h, p, n]).
+
+    ``log_decay``: None on the normal path; a list to append this call's total log-decay per head
+    to, shaped [b, h, 1, 1] to broadcast against the ssm state (decay mixing, skillsoup/chunks.py)."""
     bsz, l, _ = hidden.shape
     dtype = hidden.dtype
     gate, xbc, dt = _split(mixer, mixer.in_proj(hidden))  # [b, l, d], [b, l, conv_dim], [b, l, h]
@@ -40,6 +45,10 @@ def forward(mixer, hidden, conv_state, ssm_state, impl):
     )
     gn = mixer.n_groups * mixer.ssm_state_size
     x, B, C = torch.split(xbc.transpose(1, 2), [mixer.intermediate_size, gn, gn], dim=-1)
+    if log_decay is not None:
+        log_decay.append(ops.ssd_log_decay(
+            dt, -torch.exp(mixer.A_log.float()), mixer.dt_bias, True, tuple(mixer.time_step_limit)
+        )[..., None, None])
     y, ssm_state = impl.ssd_scan(
         x.reshape(bsz, l, mixer.num_heads, mixer.head_dim), dt, -torch.exp(mixer.A_log.float()),
         B.reshape(bsz, l, mixer.n_groups, -1), C.reshape(bsz, l, mixer.n_groups, -1), D=mixer.D,

@@ -193,6 +193,15 @@ def selective_scan_ref(
     return y, h
 
 
+def selective_scan_log_decay(delta, A, delta_bias=None, delta_softplus=False):
+    """Total log-decay of a Mamba-1 scan over its l tokens, A * sum_t delta_t -> [b, d, n] float32.
+
+    delta [b, d, l] is prepared exactly as :func:`selective_scan` prepares it; exp of the result
+    carries a state from before the tokens to after them (decay mixing, ``skillsoup/chunks.py``).
+    """
+    return _prep_delta(delta, delta_bias, delta_softplus).sum(-1)[..., None] * A.float()
+
+
 def selective_state_update(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_softplus=False):
     """One Mamba-1 decode step. state [b, d, n], x/dt/z [b, d], B/C [b, n] -> (y [b, d], new state).
     Mirrors mamba-ssm's selective_state_update (which updates in place; this returns a new state)."""
@@ -283,6 +292,12 @@ def ssd_scan_ref(
         ys.append(y)
     y = torch.stack(ys, dim=1) if ys else x.new_zeros(bsz, 0, nh, hp, dtype=torch.float32)
     return y, h
+
+
+def ssd_log_decay(dt, A, dt_bias=None, dt_softplus=False, dt_limit=(0.0, float("inf"))):
+    """Total log-decay of a Mamba-2 scan per head, A_h * sum_t dt_t -> [b, h] float32.
+    dt [b, l, h] is prepared exactly as :func:`ssd_scan` prepares it (bias, softplus, clamp)."""
+    return _prep_dt2(dt, dt_bias, dt_softplus, dt_limit).sum(1) * A.float()
 
 
 def ssd_state_update(state, x, dt, A, B, C, D=None, dt_bias=None, dt_softplus=False, dt_limit=(0.0, float("inf"))):
