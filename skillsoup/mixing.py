@@ -164,7 +164,8 @@ def _check_chunks(chunks: Sequence[ChunkState], weights: Sequence[float] | None)
         if c.state.batch_size != first.batch_size:
             raise MixError(f"chunk {k} has {c.state.batch_size} rows, chunk 0 has {first.batch_size}")
         for i, (ssm, ld) in enumerate(zip(c.state.ssm, c.log_decay)):
-            if torch.broadcast_shapes(ld.shape, ssm.shape) != ssm.shape or ld.shape != chunks[0].log_decay[i].shape:
+            fits = ld.dim() == ssm.dim() and all(a in (1, b) for a, b in zip(ld.shape, ssm.shape))
+            if not fits or ld.shape != chunks[0].log_decay[i].shape:
                 raise MixError(f"chunk {k} layer {i}: log-decay shape {tuple(ld.shape)} does not fit ssm {tuple(ssm.shape)}")
             if not (torch.isfinite(ssm).all() and torch.isfinite(ld).all()):
                 raise MixError(f"chunk {k} layer {i} holds NaN or infinite values; recapture the chunk")
