@@ -4,27 +4,29 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from skillsoup.demo.corpus import SKILLS, skill_object
+from skillsoup.demo.corpus import ALTERNATES, SKILLS, skill_object
 
 # the demo skills ship in all three skill-file formats: these families go to JSONL / Markdown
 _JSONL_FAMILIES = ("date",)
 _MARKDOWN_FAMILIES = ("review",)
 
 
-def write_skill_files(out_dir: str | Path, n_demos: int = 8, n_tests: int = 20, seed: int = 0) -> list[Path]:
-    """Write every demo skill (docs/skills.md formats): the date skills as one JSONL file, the review
-    skills as Markdown, the others as ``<name>.yaml`` -> the paths."""
+def write_skill_files(out_dir: str | Path, n_demos: int = 8, n_tests: int = 20, seed: int = 0,
+                      alternates: bool = False) -> list[Path]:
+    """Write the bundled demo skills (docs/skills.md formats): the date skills as one JSONL file, the
+    review skills as Markdown, the others as ``<name>.yaml`` -> the paths. ``alternates=True`` writes
+    the alternate answer formats instead, one YAML file each (skills/demo-alternates/)."""
     from skillsoup.skillfiles import dump_skill_yaml
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths, jsonl_lines = [], []
-    for s in SKILLS:
+    for s in ALTERNATES if alternates else SKILLS:
         skill = skill_object(s.name, n_demos, "demo", seed, n_tests)
-        if s.family in _JSONL_FAMILIES:
+        if s.family in _JSONL_FAMILIES and not alternates:
             jsonl_lines += _jsonl_lines(skill)
             continue
-        suffix = "md" if s.family in _MARKDOWN_FAMILIES else "yaml"
+        suffix = "md" if s.family in _MARKDOWN_FAMILIES and not alternates else "yaml"
         path = out / f"{s.name}.{suffix}"
         path.write_text(_markdown(skill) if suffix == "md" else dump_skill_yaml(skill), encoding="utf-8")
         paths.append(path)
@@ -58,3 +60,19 @@ def _markdown(skill) -> str:
     for i, d in enumerate(skill.tests, 1):
         parts += [f"## Test {i}", "### Input", d.input, "### Output", d.output, ""]
     return "\n".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Regenerate the shipped skill files: ``python -m skillsoup.demo.skill_files [SKILLS_DIR]``."""
+    import shutil
+    import sys
+
+    root = Path((argv if argv is not None else sys.argv[1:] or ["skills"])[0])
+    for folder, alternates in (("demo", False), ("demo-alternates", True)):
+        shutil.rmtree(root / folder, ignore_errors=True)
+        write_skill_files(root / folder, alternates=alternates)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
