@@ -189,3 +189,15 @@ def test_parsed_layers_drive_mix(model):
     m = mix(states, [0.25, 0.75], layers=parse_layers("1", model.num_layers))
     assert torch.equal(m.ssm[0], states[1].ssm[0])  # unmixed layer: whole from the top state
     assert_close("mixed", m.ssm[1], 0.25 * states[0].ssm[1] + 0.75 * states[1].ssm[1], 1e-6)
+
+
+def test_bench_decay_mixing_runs_on_one_skill(capsys):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import bench_decay_mixing
+
+    results = bench_decay_mixing.main(["--skills", "1", "--demos", "3", "--probes", "1"])
+    assert "| decay |" in capsys.readouterr().out
+    assert results["decay"][0][0] < 1e-4 < results["decay-none"][0][0]  # layer 0: exact only with the conv context
