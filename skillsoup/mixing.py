@@ -166,11 +166,19 @@ def _check_chunks(chunks: Sequence[ChunkState], weights: Sequence[float] | None)
         for i, (ssm, ld) in enumerate(zip(c.state.ssm, c.log_decay)):
             fits = ld.dim() == ssm.dim() and all(a in (1, b) for a, b in zip(ld.shape, ssm.shape))
             if not fits or ld.shape != chunks[0].log_decay[i].shape:
-                raise MixError(f"chunk {k} layer {i}: log-decay shape {tuple(ld.shape)} does not fit ssm {tuple(ssm.shape)}")
-            if not (torch.isfinite(ssm).all() and torch.isfinite(ld).all()):
-                raise MixError(f"chunk {k} layer {i} holds NaN or infinite values; recapture the chunk")
-            if bool((ld > 0).any()):
-                raise MixError(f"chunk {k} layer {i} has a positive log-decay (a growing state); recapture the chunk")
+                raise MixError(
+                    f"chunk {k} layer {i}: log-decay shape {tuple(ld.shape)} does not fit ssm {tuple(ssm.shape)}"
+                )
+    # value checks as one tensor, so a GPU syncs once instead of per chunk and layer
+    flags = torch.stack([
+        torch.stack([~torch.isfinite(ssm).all() | ~torch.isfinite(ld).all(), (ld > 0).any()])
+        for c in chunks for ssm, ld in zip(c.state.ssm, c.log_decay)
+    ]).cpu()  # [chunks * layers, 2]
+    if bool(flags.any()):
+        where, kind = (int(v) for v in flags.nonzero()[0])
+        k, i = divmod(where, first.num_layers)
+        problem = "holds NaN or infinite values" if kind == 0 else "has a positive log-decay (a growing state)"
+        raise MixError(f"chunk {k} layer {i} {problem}; recapture the chunk")
     return weights
 
 
