@@ -217,3 +217,6 @@ def _fmt(value) -> str:
     if value is None:
         return "-"
     return str(value) if isinstance(value, int) else f"{value:.3f}"
+
+
+from skillsoup.cli import eval_icl  # noqa: E402,F401  (registers `eval icl` on eval_app)
