@@ -9,8 +9,13 @@ What it finds (each a :class:`Problem`):
     sha256 mismatch        a state file's bytes differ from what the index recorded
     unreadable state       the bytes match but the file fails SkillState's checks
     no state for model     (given a model) a skill has no state for it
+    unreadable recipe      a composite skill's recipe cannot be decoded
+    composite source removed / composite source changed
+                           a source of a composite skill is gone, or differs from when it was composed
 Repairs delete leftovers, re-embed missing demonstration rows, and recompute bad or missing states for
-the given model; bad states of other models are forgotten (they are recomputed when next needed).
+the given model (a composite's by re-mixing its sources); bad states of other models are forgotten
+(they are recomputed when next needed). Composite problems cannot be repaired here (``fixable`` is
+False): the stored mix keeps working, and ``skillsoup compose NAME --replace`` makes a new one.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ class Problem:
     kind: str
     subject: str  # a row id, a file path or a skill name
     detail: str = ""
+    fixable: bool = True  # repair can fix it
 
 
 @dataclass
@@ -50,6 +56,11 @@ class DoctorReport:
     @property
     def clean(self) -> bool:
         return not self.problems
+
+    @property
+    def unfixable(self) -> list[Problem]:
+        """Problems that repair leaves as they are (they need the user)."""
+        return [p for p in self.problems if not p.fixable]
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = defaultdict(int)
@@ -95,18 +106,20 @@ def run_doctor(reg: SkillRegistry, model: StateModel | None, repair: bool) -> Do
 
     # every recorded state: present, same bytes, readable, made by its model
     for name, row in sorted(rows.items()):
+        stuck = _composite_problems(row, rows, problems)  # a composite that cannot be remixed
         for fp16, (fingerprint, sha) in sorted(row.states.items()):
             kind, detail = _check_state(reg, row.state_hash, fingerprint, sha, model)
             if kind is None:
                 continue
             problems.append(Problem(kind, name, f"model {fp16}: {detail}" if detail else f"model {fp16}"))
-            if model is not None and fingerprint == model.fingerprint:
+            if model is not None and fingerprint == model.fingerprint and not stuck:
                 fixes.append(lambda row=row: reg._recompute(row, model))
             else:
                 fixes.append(lambda row=row, fp=fingerprint: _forget(reg, row.name, row.state_hash, fp))
         if model is not None and fp_key(model.fingerprint) not in row.states:
-            problems.append(Problem("no state for model", name, f"model {fp_key(model.fingerprint)}"))
-            fixes.append(lambda row=row: reg._recompute(row, model))
+            problems.append(Problem("no state for model", name, f"model {fp_key(model.fingerprint)}", fixable=not stuck))
+            if not stuck:
+                fixes.append(lambda row=row: reg._recompute(row, model))
 
     report = DoctorReport(
         skills=len(rows), demo_rows=n_demo_rows, state_files=len(files), problems=problems,
@@ -116,8 +129,28 @@ def run_doctor(reg: SkillRegistry, model: StateModel | None, repair: bool) -> Do
         for fix in fixes:
             fix()
         report.repaired = True
-        log.warning("doctor repaired %d problems in %s: %s", len(problems), reg.path, report.counts())
+        if fixes:
+            log.warning("doctor repaired %d problems in %s: %s", len(problems) - len(report.unfixable), reg.path,
+                        report.counts())
     return report
+
+
+def _composite_problems(row, rows: dict, problems: list[Problem]) -> bool:
+    """Add the problems of a composite's recipe and sources; True when it cannot be remixed."""
+    from skillsoup.errors import RegistryError
+    from skillsoup.registry.composite import OK, part_status, recipe_of
+
+    try:
+        recipe = recipe_of(row)
+    except RegistryError as exc:
+        problems.append(Problem("unreadable recipe", row.name, str(exc), fixable=False))
+        return True
+    if recipe is None:
+        return False
+    broken = [(p, status) for p, status in part_status(recipe, rows) if status != OK]
+    for part, status in broken:
+        problems.append(Problem(f"composite source {status}", row.name, part.name, fixable=False))
+    return bool(broken)
 
 
 def _check_state(reg: SkillRegistry, state_hash: str, fingerprint: str, sha: str, model) -> tuple[str | None, str]:

@@ -5,7 +5,8 @@ Collections (cosine space):
     skills          one row per skill. id = name; document = the skill as JSON (the source of truth
                     for its content); metadata: content_hash, state_hash, n_demos, embedder and, per
                     model, ``fp_<fp16>`` (the full fingerprint) and ``sha_<fp16>`` (its state file's
-                    sha256). The row's presence is the commit mark of an add.
+                    sha256). The row's presence is the commit mark of an add. A composite skill's
+                    row adds ``recipe`` (JSON) and its state_hash is the recipe's (registry/composite.py).
     demonstrations  one row per demonstration. id = ``{name}:{content_hash[:12]}:{i}``; embedding of its
                     input; document = the input; metadata: skill, content_hash, index.
 The router adds a ``skill_states`` collection through :meth:`collection`.
@@ -43,6 +44,11 @@ class SkillRow:
     n_demos: int
     states: dict[str, tuple[str, str]] = field(default_factory=dict)  # fp16 -> (fingerprint, sha256)
     metadata: dict = field(default_factory=dict)
+
+    @property
+    def is_composite(self) -> bool:
+        """A mix of other skills' states (registry/composite.py), not a capture of its demonstrations."""
+        return self.metadata.get("recipe") is not None
 
 
 class _Missing(RegistryError):
@@ -204,20 +210,28 @@ class SkillIndex:
             return {}
         return {rid: meta or {} for rid, _, meta in self._rows(self.skills, ids=list(names) if names is not None else None)}
 
-    def put_skills(self, rows: Sequence[tuple[Skill, np.ndarray, dict[str, tuple[str, str]], Sequence[str]]]) -> None:
+    def put_skills(self, rows: Sequence[tuple[Skill, np.ndarray, dict[str, tuple[str, str]], Sequence[str]]],
+                   extra: Sequence[dict] | None = None) -> None:
         """Write (or replace) skill rows, the commit marks: (skill, embedding [dim], states, drop) with
         states fp16 -> (fingerprint, sha256) and drop the fp16 keys of states that no longer apply
-        (Chroma merges metadata on upsert, so stale keys must be set to None)."""
+        (Chroma merges metadata on upsert, so stale keys must be set to None). ``extra``: per row,
+        metadata that overrides the defaults (a composite's ``state_hash`` and ``recipe``); a plain
+        skill's row gets ``recipe`` None, so replacing a composite by a plain skill clears it."""
         rows = list(rows)
+        extra = list(extra) if extra is not None else [{} for _ in rows]
+        if len(extra) != len(rows):
+            raise RegistryError(f"put_skills got {len(rows)} rows but {len(extra)} metadata overrides")
         for start in range(0, len(rows), _PAGE):
             batch = rows[start : start + _PAGE]
             metas = []
-            for skill, _, states, drop in batch:
+            for (skill, _, states, drop), overrides in zip(batch, extra[start : start + _PAGE]):
                 meta: dict = {
                     "content_hash": skill.content_hash,
                     "state_hash": skill.state_hash,
                     "n_demos": len(skill.demonstrations),
                     "embedder": self.embedder_name,
+                    "recipe": None,
+                    **overrides,
                 }
                 for fp16 in drop:
                     meta[f"fp_{fp16}"] = None

@@ -9,7 +9,8 @@ earlier skill intact and at most leftovers that readers ignore and ``doctor`` re
     4. only for a replace: the old version's demonstration rows and state files
 ``add`` takes skills in chunks of 32 and does each step for the whole chunk (one Chroma call per step
 instead of one per skill); the order above holds for every skill of the chunk.
-Readers list only skills with a skill row and ignore demonstration rows whose content hash differs
+A composite skill (``skillsoup compose``) is a row whose state is a mix of other skills' states, made
+and remixed by :mod:`skillsoup.registry.composite`. Readers list only skills with a skill row and ignore demonstration rows whose content hash differs
 from the skill row's. Writers hold the registry lock (embedded Chroma is not process-safe).
 """
 
@@ -26,6 +27,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from skillsoup.errors import RegistryError, SkillNotFoundError, StateError, StateFileError
+from skillsoup.registry.composite import (
+    Recipe, add_composite, broken_parts, dependents, mix_recipe, recipe_dict, recipe_of, remix_blockers,
+)
 from skillsoup.registry.index import DEMOS, SKILLS, SkillIndex, SkillRow, skill_text
 from skillsoup.registry.lock import NoLock, RegistryLock
 from skillsoup.registry.settings import Settings
@@ -171,7 +175,9 @@ class SkillRegistry:
             return str(exc)
 
     def _recompute(self, row: SkillRow, model: StateModel) -> SkillState:
-        state = capture_skill(model, row.skill)
+        """Capture a skill's demonstrations, or re-mix a composite's sources (registry/composite.py)."""
+        recipe = recipe_of(row)
+        state = capture_skill(model, row.skill) if recipe is None else mix_recipe(self, row.name, recipe, model)
         sha = self.store.put(state, row.state_hash)
         self.index.set_state(row.name, model.fingerprint, sha)
         self.index.share_state(row.state_hash, model.fingerprint, sha)
@@ -288,14 +294,31 @@ class SkillRegistry:
         row = self._row(skill.name)
         self._recompute(row, model)
 
-    def remove(self, name: str) -> None:
-        """Delete a skill: its row first (so it disappears at once), then its leftovers."""
+    def add_composite(self, skill: Skill, recipe: Recipe, model: StateModel, replace: bool = False) -> AddResult:
+        """Save a composite skill: ``skill`` routes like any other, its state is ``recipe``'s mix of
+        its sources' states for ``model`` (see :mod:`skillsoup.registry.composite`)."""
+        with self.lock:
+            self.index.collection(SKILLS), self.index.collection(DEMOS)
+            return add_composite(self, skill, recipe, model, replace)
+
+    def recipe(self, name: str) -> tuple[Recipe, list[str]] | None:
+        """A composite's recipe and its sources that were removed or changed since (None: a plain skill)."""
+        recipe = recipe_of(self._row(name))
+        return None if recipe is None else (recipe, broken_parts(self, recipe))
+
+    def remove(self, name: str) -> list[str]:
+        """Delete a skill: its row first (so it disappears at once), then its leftovers. Returns the
+        composites that used it (they keep their stored mix but can no longer be remixed)."""
         with self.lock:
             row = self._row(name)
             self.index.delete_skill(name)
             self.index.delete_stale_demos(name, None)
             others = {m.get("state_hash") for m in self.index.skill_metadata().values()}
             self._drop_state_files(row.metadata, in_use=row.state_hash in others)
+            users = dependents(self, name)
+        if users:
+            log.info("removed %r, a source of composite skills %s", name, ", ".join(users))
+        return users
 
     def rebuild(self, model: StateModel, names: Sequence[str] | None = None,
                 progress: ProgressFn | None = None) -> list[AddResult]:
@@ -308,10 +331,15 @@ class SkillRegistry:
                     raise SkillNotFoundError(f"no skill named {', '.join(map(repr, missing))} in registry {self.path}")
                 rows = {n: rows[n] for n in names}
             results = []
-            for i, (name, row) in enumerate(sorted(rows.items())):
+            # composites last, so they mix their sources' fresh states
+            for i, (name, row) in enumerate(sorted(rows.items(), key=lambda kv: (kv[1].is_composite, kv[0]))):
                 t0 = time.perf_counter()
-                self._recompute(row, model)
-                results.append(AddResult(name, "rebuilt", row.n_demos, time.perf_counter() - t0))
+                blockers = remix_blockers(self, row)
+                if blockers:  # a composite keeps its stored mix; say why it was not remixed
+                    results.append(AddResult(name, f"kept: {', '.join(blockers)}", row.n_demos, 0.0))
+                else:
+                    self._recompute(row, model)
+                    results.append(AddResult(name, "rebuilt", row.n_demos, time.perf_counter() - t0))
                 if progress is not None:
                     progress(i + 1, len(rows), name)
             return results
@@ -350,6 +378,8 @@ class SkillRegistry:
 def _status(skill: Skill, meta: dict | None) -> str:
     if meta is None:
         return "added"
+    if meta.get("recipe") is not None:  # a composite is replaced by a plain skill only on request
+        return "conflict"
     return "unchanged" if meta.get("content_hash") == skill.content_hash else "conflict"
 
 
@@ -364,4 +394,5 @@ def _info(row: SkillRow) -> SkillInfo:
         state_hash=row.state_hash,
         models=tuple(sorted(fp for fp, _ in row.states.values())),
         source=s.source,
+        recipe=recipe_dict(row),
     )

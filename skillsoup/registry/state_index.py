@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from skillsoup.errors import RegistryError
+from skillsoup.errors import RegistryError, SkillsoupError
 from skillsoup.registry.store import fp_key
 from skillsoup.state_features import FEATURE, state_vector
 
@@ -68,8 +68,16 @@ class StateFeatureIndex:
         with self.registry.lock:
             col = self._collection()
             for start in range(0, len(stale), 64):
-                names = stale[start : start + 64]
-                vectors = np.stack([state_vector(self.registry.state(n, self.model)) for n in names])
+                names, vectors = [], []
+                for n in stale[start : start + 64]:
+                    try:
+                        vectors.append(state_vector(self.registry.state(n, self.model)))
+                        names.append(n)
+                    except SkillsoupError as exc:  # e.g. a composite whose source was removed: skip, say why
+                        log.warning("no state feature for skill %r: %s", n, exc)
+                if not names:
+                    continue
+                vectors = np.stack(vectors)
                 col.upsert(ids=names, embeddings=vectors.tolist(),
                            metadatas=[{"state_hash": want[n], "feature": FEATURE} for n in names])
             for start in range(0, len(gone), _PAGE):

@@ -33,6 +33,7 @@ class SkillInfo:
     state_hash: str
     models: tuple[str, ...]  # fingerprints with a recorded state
     source: str
+    recipe: dict | None = None  # a composite's recipe (registry/composite.py); None for a plain skill
 
 
 class DemoMatch(NamedTuple):
