@@ -29,6 +29,7 @@ def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log what 
 def _register() -> None:
     """Each command module adds its commands to ``app``."""
     from skillsoup.cli import chat  # noqa: F401
+    from skillsoup.cli import compose  # noqa: F401
     from skillsoup.cli import demo  # noqa: F401
     from skillsoup.cli import routing  # noqa: F401
     from skillsoup.cli import skills  # noqa: F401

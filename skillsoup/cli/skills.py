@@ -90,7 +90,9 @@ def list_skills(
     for col in ("name", "demos", "models", "tags", "description"):
         table.add_column(col, justify="right" if col in ("demos", "models") else "left")
     for i in infos:
-        table.add_row(escape(i.name), str(i.n_demos), str(len(i.models)), escape(", ".join(i.tags)), escape(i.description))
+        parts = (i.recipe or {}).get("parts")
+        name = escape(i.name) + (f" [dim](mix of {len(parts)})[/]" if parts else "")
+        table.add_row(name, str(i.n_demos), str(len(i.models)), escape(", ".join(i.tags)), escape(i.description))
     console.print(table)
 
 
@@ -104,6 +106,7 @@ def show(
     """Show one skill: description, hashes, models with a state, demonstrations."""
     with open_registry(registry, chroma_url) as reg:
         info, skill = reg.info(name), reg.get(name)
+        composite = reg.recipe(name) if info.recipe is not None and "error" not in info.recipe else None
     console.print(f"[bold]{escape(info.name)}[/]: {escape(info.description)}")
     rows = [
         ("tags", ", ".join(info.tags) or "-"),
@@ -115,13 +118,36 @@ def show(
         ("states for models", ", ".join(fp[:16] for fp in info.models) or "none yet"),
         ("template", json.dumps(skill.template)),
     ]
+    if info.recipe is not None and "error" in info.recipe:
+        rows.append(("recipe", info.recipe["error"]))
     for key, value in rows:
         console.print(f"  {key:18} {escape(value)}")
+    if composite is not None:
+        _show_recipe(*composite)
     for i, d in enumerate(skill.demonstrations[:limit]):
         console.print(f"  [dim]{i:>3}[/] {escape(json.dumps(d.input, ensure_ascii=False))} -> "
                       f"{escape(json.dumps(d.output, ensure_ascii=False))}")
     if len(skill.demonstrations) > limit:
         console.print(f"  … {len(skill.demonstrations) - limit} more (--limit)")
+
+
+def _show_recipe(recipe, broken: list[str]) -> None:
+    """A composite's parts with their weights, and how the weights were found."""
+    console.print(f"  {'composite of':18} {len(recipe.parts)} skills, conv {recipe.conv!r}")
+    gone = {b.split(" (", 1)[0]: b.split(" (", 1)[1].rstrip(")") for b in broken}
+    for part in recipe.parts:
+        status = f"[red]{gone[part.name]} since composed[/]" if part.name in gone else "[dim]as composed[/]"
+        console.print(f"    {escape(part.name):24} weight {part.weight:.3f}  {status}")
+    found = f"{recipe.method}, {recipe.n_examples} examples, seed {recipe.seed}, model {recipe.model[:16]}"
+    if recipe.nll_uniform is not None and recipe.nll_best is not None:
+        found += f"; NLL uniform {recipe.nll_uniform:.4f} -> {recipe.nll_best:.4f}"
+    if recipe.nll_uniform_holdout is not None and recipe.nll_best_holdout is not None:
+        found += (f"; held out ({recipe.n_holdout}) {recipe.nll_uniform_holdout:.4f} -> "
+                  f"{recipe.nll_best_holdout:.4f}")
+    console.print(f"  {'weights found by':18} {escape(found)}")
+    if broken:
+        console.print("  [yellow]the stored mix still works for its models; compose again (--replace) to follow "
+                      "the changed sources[/]")
 
 
 @skills_app.command()
@@ -132,8 +158,11 @@ def remove(
 ) -> None:
     """Remove a skill, its demonstrations and its state files."""
     with open_registry(registry, chroma_url) as reg:
-        reg.remove(name)
+        users = reg.remove(name)
     console.print(f"removed {escape(name)}")
+    if users:
+        console.print(f"[yellow]it was a source of composite skill{'s' if len(users) > 1 else ''} "
+                      f"{escape(', '.join(users))}: they keep their stored mix but cannot be remixed[/]")
 
 
 @skills_app.command()
@@ -207,8 +236,14 @@ def doctor(
         table.add_row(p.kind, escape(p.subject), escape(p.detail))
     console.print(table)
     if report.repaired:
-        console.print(f"repaired {len(report.problems)} problems")
-        return
+        fixed = len(report.problems) - len(report.unfixable)
+        console.print(f"repaired {fixed} problems")
+        if not report.unfixable:
+            return
+        from skillsoup.errors import RegistryError
+
+        raise RegistryError(f"{len(report.unfixable)} problems need you (composite skills whose sources were removed "
+                            "or changed): compose them again with --replace, or remove them")
     from skillsoup.errors import RegistryError
 
     # an error, not typer.Exit: main() turns it into the exit code (and a red line)
