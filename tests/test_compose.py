@@ -91,6 +91,17 @@ def test_batched_nll_matches_reference(demo_model):
     assert example_nll(demo_model, state, skill, wrong) > fast  # it scores the outputs, not just the queries
 
 
+def test_batched_nll_matches_reference_both_archs(model):
+    """Tiny random Mamba-1 and Mamba-2 (char tokenizer): padding and batching change nothing."""
+    from skillsoup.skill import Demonstration, Skill
+
+    skill = Skill("t", "t", (Demonstration("ab", "c"),), template="Q: {input}\nA: {output}\n")
+    examples = [Demonstration("x" * n, "y" * (5 - n)) for n in range(1, 5)]
+    state = model.capture(model.encode(skill.render_demonstrations()))
+    fast = example_nll(model, state, skill, examples, batch_size=3)
+    assert_close("nll", torch.tensor([fast]), torch.tensor([example_nll_ref(model, state, skill, examples)]), 1e-4)
+
+
 def test_compose_beats_uniform_on_held_out_examples(demo_model):
     """The demo-model test of the brief: weights searched on half of a 3:1 blend of two skills beat
     the uniform mix on the other half."""
@@ -198,6 +209,19 @@ def test_composite_row_state_and_remix(reg_with_sources, demo_model):
     assert reg.doctor(demo_model, repair=False).clean  # the old mix's state file went with it
     assert [r.status for r in reg.add([_composite_skill("blend", a, b)], demo_model, replace=True)] == ["replaced"]
     assert reg.recipe("blend") is None and reg.doctor(demo_model, repair=False).clean  # a plain skill again
+
+
+def test_composite_is_remixed_for_another_model(reg_with_sources, demo_model, tiny_model, caplog):
+    from skillsoup.mixing import mix
+
+    reg, a, b = reg_with_sources
+    reg.add_composite(_composite_skill("blend", a, b), _recipe(reg, [a, b], [0.7, 0.3], demo_model), demo_model)
+    state = reg.state("blend", tiny_model)  # no mix for this model yet: the sources' states, re-mixed
+    expected = mix([reg.state(a, tiny_model), reg.state(b, tiny_model)], [0.7, 0.3])
+    assert state.fingerprint == tiny_model.fingerprint
+    assert_close("remixed for tiny", state.ssm[0], expected.ssm[0], 1e-6)
+    assert "weights were searched with model" in caplog.text
+    assert sorted(reg.info("blend").models) == sorted([demo_model.fingerprint, tiny_model.fingerprint])
 
 
 def test_removed_or_changed_source_is_reported_not_fatal(reg_with_sources, demo_model, capsys):
