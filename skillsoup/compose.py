@@ -256,9 +256,9 @@ def compose_skill(registry: SkillRegistry, model: StateModel, name: str, source_
     skills = [registry.get(n) for n in source_names]  # SkillNotFoundError names the missing one
     chosen = template if template is not None else skills[0].template
     template_skill = _template_skill(chosen, examples)
+    rows = {n: registry.info(n) for n in source_names}  # the versions whose states are searched
     states = {n: registry.state(n, model) for n in source_names}
     result = compose(model, states, examples, template_skill, budget=budget, seed=seed, holdout=holdout, conv=conv)
-    rows = {n: registry.info(n) for n in source_names}
     recipe = Recipe(
         parts=tuple(RecipePart(n, rows[n].content_hash, rows[n].state_hash, w) for n, w in zip(source_names, result.weights)),
         conv=conv, method=result.method, model=model.fingerprint, n_examples=result.n_search, n_holdout=result.n_holdout,

@@ -306,6 +306,8 @@ def test_compose_command(cli, tmp_path):
         query = reg.get("blend").demonstrations[0].input
     code, out, _ = cli("route", query, "--model", DEMO_MODEL_DIR)
     assert code == 0 and "blend" in out  # routable like any skill
+    code, out, _ = cli("skills", "list")
+    assert code == 0 and "(mix of 2)" in out
     code, out, _ = cli("skills", "remove", a)
     assert code == 0 and "source of composite skill blend" in out
     code, out, _ = cli("skills", "show", "blend")
