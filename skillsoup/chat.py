@@ -31,9 +31,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from skillsoup.errors import GenerationError, MixError, RoutingError, SkillsoupError
+from skillsoup.mixing import parse_layers
 from skillsoup.router import MAX_QUERY_CHARS, ROUTERS
 from skillsoup.runtime import MAX_NEW_TOKENS, MIX_MODES, Answer, SkillSoup
-from skillsoup.skillfiles import SKILL_FILE_SUFFIXES, load_skills
+from skillsoup.skillfiles import bundled_skills_dir, load_skills
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "/use": ("NAME[:WEIGHT] ...", "pin skills for the next answers instead of routing"),
     "/auto": ("", "route each request again (undoes /use)"),
     "/mix": ("MODE", f"how the conv states of mixed skills combine: {', '.join(MIX_MODES)}"),
+    "/layers": ("RANGE", "which layers are mixed, e.g. 0-1 (the others come from the top skill), or all"),
     "/router": ("KIND", f"how requests are routed: {', '.join(ROUTERS)}"),
     "/temperature": ("X", "sampling temperature, 0 = greedy"),
     "/max-tokens": ("N", f"most new tokens per answer (1 to {MAX_NEW_TOKENS})"),
@@ -57,24 +59,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
 ALIASES = {"/exit": "/quit", "/q": "/quit", "/?": "/help", "/h": "/help"}
 
 
-def bundled_skills_dir() -> Path | None:
-    """The skill files offered on first start: the repository's ``skills/demo/`` (the demo model's
-    skills) if present, else its ``skills/``; installed without the repository, the copy packaged
-    as ``skillsoup/bundled_skills`` (its ``demo/`` first). None when there is none."""
-    package = Path(__file__).resolve().parent
-    for folder in (package.parent / "skills", package / "bundled_skills"):
-        for candidate in (folder / "demo", folder):
-            if candidate.is_dir() and any(p.suffix in SKILL_FILE_SUFFIXES for p in candidate.rglob("*")):
-                return candidate
-    return None
-
-
 @dataclass(frozen=True)
 class ChatOptions:
     """What the next answer is made with; checked where it is set."""
 
     router: str = "text"
     mix: str = "mix"
+    layers: str = "all"  # "all" or ranges like "0-1,3"; checked against the model when used
     max_new_tokens: int = 64
     temperature: float = 0.0
     pins: tuple[tuple[str, float], ...] = ()  # pinned skills (name, weight); empty: route
@@ -84,6 +75,7 @@ class ChatOptions:
             raise RoutingError(f"unknown router {self.router!r}; choose one of {', '.join(ROUTERS)}")
         if self.mix not in MIX_MODES:
             raise MixError(f"unknown mixing mode {self.mix!r}; choose one of {', '.join(MIX_MODES)}")
+        parse_layers(self.layers)
         n = self.max_new_tokens
         if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_NEW_TOKENS:
             raise GenerationError(f"max tokens must be an integer from 1 to {MAX_NEW_TOKENS}, got {n!r}")
@@ -141,7 +133,7 @@ class ChatSession:
     def ask(self, query: str) -> Answer:
         """Stream the answer to ``query`` onto the console; Ctrl-C while it is written stops it."""
         o = self.options
-        stream = self.soup.stream(query, skills=dict(o.pins) or None, mix=o.mix, router=o.router,
+        stream = self.soup.stream(query, skills=dict(o.pins) or None, mix=o.mix, router=o.router, layers=o.layers,
                                   max_new_tokens=o.max_new_tokens, temperature=o.temperature)
         stopped = False
         try:
@@ -287,6 +279,9 @@ class ChatSession:
     def _cmd_mix(self, rest: str) -> None:
         self._set("mix", rest, str, f"mixing mode (one of {', '.join(MIX_MODES)})")
 
+    def _cmd_layers(self, rest: str) -> None:
+        self._set("layers", rest.replace(" ", ""), str, "layers to mix (all, or ranges like 0-1,3)")
+
     def _cmd_router(self, rest: str) -> None:
         self._set("router", rest, str, f"router (one of {', '.join(ROUTERS)})")
 
@@ -311,7 +306,8 @@ class ChatSession:
     def _cmd_reset(self, rest: str) -> None:
         o = self.options = self._start
         self.transcript.clear()
-        self.console.print(f"reset: {'pinned skills' if o.pins else 'routing'} ({o.router} router), mix {o.mix}, "
+        self.console.print(f"reset: {'pinned skills' if o.pins else 'routing'} ({o.router} router), mix {o.mix} "
+                           f"(layers {o.layers}), "
                            f"temperature {o.temperature:g}, max tokens {o.max_new_tokens}; transcript cleared",
                            markup=False, soft_wrap=True)
 

@@ -31,7 +31,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 from skillsoup.errors import GenerationError, MixError, RoutingError
-from skillsoup.mixing import CONV_POLICIES, mix
+from skillsoup.mixing import CONV_POLICIES, mix, parse_layers
 from skillsoup.models.generation import StopDecoder
 from skillsoup.router import Router, SkillMatch, check_query
 from skillsoup.skill import DEFAULT_TEMPLATE, Skill
@@ -169,14 +169,18 @@ class SkillSoup:
     def stream(self, query: str, *, skills: Mapping[str, float] | Sequence[str] | None = None, mix: str = "mix",
                routing: bool = True, router: str = "text", top_k: int | None = None,
                examples: Sequence[tuple[str, str]] | None = None, max_new_tokens: int = 64,
-               temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None) -> Stream:
+               temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
+               layers: str | Sequence[int] | None = None) -> Stream:
         """Route (or take ``skills``: {name: weight} or names, equal weights), mix the states with
-        conv policy ``mix``, and stream the answer. Routing and loading happen now, so their errors
+        conv policy ``mix`` (only ``layers``, e.g. "0-1", when given; the other layers come from the
+        top skill), and stream the answer. Routing and loading happen now, so their errors
         surface here; generation happens as the stream is read."""
         query = check_query(query)
         if mix not in MIX_MODES:
             raise MixError(f"unknown mixing mode {mix!r}; choose one of {', '.join(MIX_MODES)}")
         _check_generation(max_new_tokens, temperature, top_p, seed)
+        if isinstance(layers, str):
+            layers = parse_layers(layers, self.model.num_layers)
         t0 = time.perf_counter()
         pinned = skills is not None
         if pinned:
@@ -186,7 +190,7 @@ class SkillSoup:
         else:
             matches = ()
         t1 = time.perf_counter()
-        state, template = self._state(matches, mix)
+        state, template = self._state(matches, mix, layers)
         t2 = time.perf_counter()
         timings = {"route_ms": (t1 - t0) * 1000 if not pinned and routing else 0.0, "load_mix_ms": (t2 - t1) * 1000}
         pieces = self._generate(template.render_query(query), state, template.stop_strings(), timings,
@@ -214,7 +218,7 @@ class SkillSoup:
         pairs.sort(key=lambda p: -p[1])
         return tuple(SkillMatch(n, 1.0, float(w) / total) for n, w in pairs)
 
-    def _state(self, matches: tuple[SkillMatch, ...], mode: str):
+    def _state(self, matches: tuple[SkillMatch, ...], mode: str, layers: Sequence[int] | None = None):
         """-> (the state to start from, the skill whose template renders the query)."""
         if not matches:
             return self.model.neutral_state(), DEFAULT_SKILL
@@ -226,7 +230,7 @@ class SkillSoup:
             states.append(self.cache.get(key, lambda name=m.name: self.registry.state(name, self.model)))
         if len(states) == 1:
             return states[0], top
-        return mix(states, [m.weight for m in matches], conv=mode), top
+        return mix(states, [m.weight for m in matches], conv=mode, layers=layers), top
 
     def _generate(self, prompt: str, state, stop: list[str], timings: dict, options: dict) -> Iterator[str]:
         """Prefill all prompt tokens but the last, then decode from the last one; fills ``timings``."""

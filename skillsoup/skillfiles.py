@@ -37,7 +37,7 @@ from skillsoup.skillfiles_yaml import dump_skill_yaml, yaml_skill_drafts
 
 __all__ = [
     "MAX_DEMONSTRATIONS", "MAX_DESCRIPTION_CHARS", "MAX_FILE_BYTES", "MAX_NAME_CHARS", "MAX_TAGS",
-    "MAX_TAG_CHARS", "MAX_TEXT_CHARS", "NAME_PATTERN", "SKILL_FILE_SUFFIXES", "dump_skill_yaml",
+    "MAX_TAG_CHARS", "MAX_TEXT_CHARS", "NAME_PATTERN", "SKILL_FILE_SUFFIXES", "bundled_skills_dir", "dump_skill_yaml",
     "find_skill_files", "load_skill_file", "load_skills", "parse_skills",
 ]
 
@@ -183,3 +183,15 @@ def _reject_duplicate(skill: Skill, where: Where, defined_at: dict[str, str]) ->
         raise file_error(skill.source, where, f"skill '{skill.name}' is defined twice: at {defined_at[skill.name]} "
                                               f"and at {here}; rename or remove one of them")
     defined_at[skill.name] = here
+
+
+def bundled_skills_dir() -> Path | None:
+    """The skill files offered on first start: the repository's ``skills/demo/`` (the demo model's
+    skills) if present, else its ``skills/``; installed without the repository, the copy packaged
+    as ``skillsoup/bundled_skills`` (its ``demo/`` first). None when there is none."""
+    package = Path(__file__).resolve().parent
+    for folder in (package.parent / "skills", package / "bundled_skills"):
+        for candidate in (folder / "demo", folder):
+            if candidate.is_dir() and any(p.suffix in SKILL_FILE_SUFFIXES for p in candidate.rglob("*")):
+                return candidate
+    return None

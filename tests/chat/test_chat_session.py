@@ -75,6 +75,7 @@ def test_skills_and_route(chat, model_says):
 
 @pytest.mark.parametrize("line, key, value", [
     ("/mix top", "mix", "top"),
+    ("/layers 0-1", "layers", "0-1"),
     ("/router hybrid", "router", "hybrid"),
     ("/temperature 0.7", "temperature", 0.7),
     ("/max-tokens 5", "max_new_tokens", 5),
@@ -92,6 +93,7 @@ def test_settings_commands_change_the_next_answer(chat, model_says, line, key, v
 
 @pytest.mark.parametrize("line, note", [
     ("/mix soup", "unknown mixing mode 'soup'; choose one of mix, top"),
+    ("/layers first", "cannot read layers 'first'"),
     ("/router psychic", "unknown router 'psychic'; choose one of text, state, hybrid"),
     ("/temperature warm", "'warm' is not a temperature"),
     ("/temperature -1", "temperature must be a finite number >= 0"),
@@ -152,7 +154,7 @@ def test_reset_restores_the_starting_settings_and_clears_the_transcript(make_cha
     t.run("/use upper", "/mix top", "/temperature 1", "/max-tokens 3", "shout the word dog")
     assert t.session.transcript
     out = t.run("/reset")
-    assert "reset: routing (text router), mix mix, temperature 0, max tokens 8; transcript cleared" in out
+    assert "reset: routing (text router), mix mix (layers all), temperature 0, max tokens 8; transcript cleared" in out
     assert t.session.options == ChatOptions(max_new_tokens=8) and not t.session.transcript
 
 

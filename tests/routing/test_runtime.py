@@ -115,6 +115,23 @@ def test_mixing_mode_is_passed_through(soup, monkeypatch, mode):
         soup.answer(QUERY, mix="average")
 
 
+def test_layers_choose_which_layers_are_mixed(soup, monkeypatch, tiny_model):
+    """layers="0" mixes layer 0 only; the other layers come whole from the top-weighted skill."""
+    got = []
+    real = runtime.mix
+    monkeypatch.setattr(runtime, "mix", lambda *a, **kw: got.append(real(*a, **kw)) or got[-1])
+    soup.answer(QUERY, skills={"timer": 2.0, "math": 1.0}, layers="0", max_new_tokens=2)
+    mixed, top = got[-1], soup.registry.state("timer", tiny_model)
+    full = real([top, soup.registry.state("math", tiny_model)], [2, 1])
+    assert torch.equal(mixed.ssm[0], full.ssm[0]) and not torch.equal(mixed.ssm[0], top.ssm[0])
+    for i in range(1, tiny_model.num_layers):
+        assert torch.equal(mixed.ssm[i], top.ssm[i]) and torch.equal(mixed.conv[i], top.conv[i])
+    with pytest.raises(MixError, match="the model has layers 0..1"):
+        soup.answer(QUERY, skills={"timer": 2.0, "math": 1.0}, layers="0-5")
+    with pytest.raises(MixError, match="cannot read layers"):
+        soup.answer(QUERY, layers="first")
+
+
 def test_no_routing_starts_from_the_neutral_state(soup, tiny_model):
     answer = soup.answer(QUERY, routing=False, max_new_tokens=6)
     assert answer.matches == () and answer.timings.route_ms == 0.0
