@@ -67,3 +67,11 @@ class LabelledDataError(RoutingError):
 
 class KernelUnavailableError(SkillsoupError):
     """A fast path was forced but cannot run here."""
+
+
+class ICLEvalError(SkillsoupError):
+    """The in-context evaluation's input (skills, k list, methods, split) or output option is invalid."""
+
+
+class PlotUnavailableError(ICLEvalError):
+    """A plot was asked for but matplotlib is not installed."""

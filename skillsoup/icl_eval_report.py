@@ -8,18 +8,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
-from skillsoup.errors import SkillsoupError
+from skillsoup.errors import ICLEvalError, PlotUnavailableError  # noqa: F401  (re-exported)
 
 METHODS = ("zero-shot", "prompt", "state", "mean-mix", "decay-mix", "router")
 K_METHODS = ("prompt", "state", "mean-mix", "decay-mix")  # one score per k; zero-shot and router have one
-
-
-class ICLEvalError(SkillsoupError):
-    """The in-context evaluation's input (skills, k list, methods, split) or output option is invalid."""
-
-
-class PlotUnavailableError(ICLEvalError):
-    """A plot was asked for but matplotlib is not installed."""
 
 
 @dataclass
