@@ -207,6 +207,19 @@ def test_cli_json_schema_and_plot(cli, tmp_path, mamba_dir):
     assert table[0] == 0 and "| upper |" in table[1] and "state k=1 == 1-shot prompt" in table[1]
 
 
+def test_cli_router_routes_among_the_evaluated_skills_by_default(cli, tmp_path, mamba_dir):
+    """Without --registry the router method routes in a temporary registry of the skills evaluated."""
+    files = _write(tmp_path / "skills", word_skill("upper", n_demos=4), word_skill("shout", n_demos=4, n_tests=2))
+    code, out, err = cli("eval", "icl", files, "--model", mamba_dir, "--k", "1", "--json", "-",
+                         "--max-tokens", "2", "--methods", "router")
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["settings"]["router"] == "text" and data["settings"]["registry"] == "the evaluated skills"
+    routed = [s["scores"][0] for s in data["skills"]]
+    assert [r["method"] for r in routed] == ["router", "router"] and all(r["n"] > 0 for r in routed)
+    assert all(0.0 <= r["routed_to_skill"] <= 1.0 for r in routed) and not data["notes"]
+
+
 @pytest.mark.parametrize("args, message", [
     (["missing.yaml"], "no such file"),
     (["{files}/upper.yaml", "--k", "1,x"], "--k"),

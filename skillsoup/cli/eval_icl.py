@@ -49,7 +49,7 @@ def eval_icl(
     mix_sets: Annotated[int, typer.Option("--mix-sets", help="mean-mix: disjoint demonstration sets to average.")] = 2,
     router: Annotated[str, typer.Option("--router", "-r", help="router method: text, state or hybrid.")] = "text",
     max_tokens: Annotated[int, typer.Option("--max-tokens", "-n", help="Most new tokens per answer.")] = 64,
-    registry: RegistryOpt = None,
+    registry: Annotated[Optional[Path], typer.Option("--registry", help="Registry to route in for the router method (default: a temporary one holding the skills evaluated).")] = None,
     chroma_url: ChromaUrlOpt = None,
 ) -> None:
     """Exact-match accuracy and NLL per output token of zero-shot, k-shot prompts, stored states,
@@ -72,7 +72,7 @@ def eval_icl(
         check_plot_path(plot)
         require_matplotlib()
     skills = load_skills(skill_files)
-    icl_eval.check_inputs(skills, ks, chosen, n_tests=n_tests, split=split, seed=seed, mix_sets=mix_sets)
+    prepared, _ = icl_eval.check_inputs(skills, ks, chosen, n_tests=n_tests, split=split, seed=seed, mix_sets=mix_sets)
     m = load_cli_model(model)
     to_stdout = json_out == "-"
 
@@ -85,12 +85,21 @@ def eval_icl(
         return icl_eval.evaluate(m, skills, ks, chosen, n_tests=n_tests, split=split, seed=seed, mix_sets=mix_sets,
                                  picker=picker, max_new_tokens=max_tokens, progress=progress)
 
-    if "router" in chosen and registry is not None:
+    if "router" in chosen and registry is None and chroma_url is None:  # route among the evaluated skills
+        import tempfile
+
+        from skillsoup.registry import SkillRegistry
+
+        with tempfile.TemporaryDirectory(prefix="skillsoup-icl-") as folder, SkillRegistry.open(folder) as reg:
+            reg.add([s for s, _ in prepared], m)
+            report = run(icl_eval.router_picker(reg, m, router))
+    elif "router" in chosen:
         with open_registry(registry, chroma_url) as reg:
             report = run(icl_eval.router_picker(reg, m, router))
     else:
         report = run(None)
-    report.settings["router"] = router if registry is not None else None
+    report.settings["router"] = router if "router" in chosen else None
+    report.settings["registry"] = str(registry) if registry is not None else "the evaluated skills"
     blob = json.dumps(report.to_dict(), indent=2, ensure_ascii=False)
     if to_stdout:
         typer.echo(blob)
