@@ -1,7 +1,7 @@
 """The demo skills themselves: what each query asks for (an *intent*) and the answer formats it can take.
 
 The query says what to do ("which quarter is 2024-03-12"); the demonstrations say how to write the
-answer ("Q1 2024" or "2024-Q1"). Every intent has two or three format *variants*, all in the
+answer ("Q1 2024" or "2024-Q1"). Every intent has two format *variants*, all in the
 training corpus, so without demonstrations the format is a guess. One variant per intent is
 bundled as a skill file (16 skills); the others ship as alternates a user can add to change the
 convention. Skills of one intent share their query phrasings, so a query alone never tells the
@@ -81,11 +81,6 @@ def _timer_duration(text: str) -> str:
     return f'start_timer(duration="{n}{unit[0]}")'
 
 
-def _timer_json(text: str) -> str:
-    n, unit = _timer_units(text)
-    return json.dumps({"tool": "timer", unit + "s": n})
-
-
 def _remind(text: str) -> str:
     task, clock = data.reminder_parts(text)
     return f'remind(task="{task}", time="{clock}")'
@@ -103,15 +98,13 @@ def _metric(text: str, grouped: bool) -> str:
     return f"{value:,} {target}" if grouped else f"{value} {target}"
 
 
-_STARS = {"positive": "5 stars", "neutral": "3 stars", "negative": "1 star"}
-
 INTENTS: tuple[Intent, ...] = (
     Intent("caps", "phrase", data.phrase, ("uppercase: {x}", "in capitals: {x}", "capitalize {x}")),
     Intent("acronym", "phrase", data.phrase, ("acronym for {x}", "initials of {x}", "abbreviate {x}")),
     Intent("count", "phrase", data.phrase, ("how many words in {x}", "count the words: {x}", "word count of {x}")),
     Intent("identifier", "phrase", data.phrase, ("snake case: {x}", "as an identifier: {x}", "variable name for {x}")),
-    Intent("us-date", "date", data.iso_date, ("{x} in US format", "US date for {x}", "american style: {x}")),
-    Intent("long-date", "date", data.iso_date, ("write out {x}", "spell out the date {x}", "{x} in words")),
+    Intent("us-date", "date", data.iso_date, ("US date for {x}", "in US format: {x}", "american style: {x}")),
+    Intent("long-date", "date", data.iso_date, ("write out {x}", "spell out the date {x}", "in words: {x}")),
     Intent("quarter", "date", data.iso_date, ("which quarter is {x}", "quarter of {x}", "fiscal quarter for {x}")),
     Intent("save-contact", "contact", data.contact, ("save contact: {x}", "add to address book: {x}", "new contact {x}")),
     Intent("who", "contact", data.contact, ("who is {x}", "name from {x}", "whose address is {x}")),
@@ -120,8 +113,8 @@ INTENTS: tuple[Intent, ...] = (
     Intent("topic", "review", data.review, ("topic: {x}", "what is this review about? {x}", "category of {x}")),
     Intent("timer", "timer", data.timer_request, ("{x}",), TOOL_TEMPLATE),
     Intent("reminder", "reminder", data.reminder_request, ("{x}",), TOOL_TEMPLATE),
-    Intent("convert", "quantity", data.quantity, ("convert {x}", "{x} in smaller units", "{x} to the next unit down")),
-    Intent("add", "sum", data.sum_problem, ("what is {x}", "add {x}", "{x} = ?")),
+    Intent("convert", "quantity", data.quantity, ("convert {x}", "in smaller units: {x}", "next unit down: {x}")),
+    Intent("add", "sum", data.sum_problem, ("what is {x}", "add {x}", "sum of {x}")),
 )
 
 VARIANTS: tuple[Variant, ...] = (
@@ -137,13 +130,10 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("snake-case", "Turn a phrase into a snake_case identifier.", "identifier", lambda t: "_".join(t.split()), True),
     Variant("camel-case", "Turn a phrase into a camelCase identifier.", "identifier",
             lambda t: t.split()[0] + "".join(w.title() for w in t.split()[1:]), False),
-    Variant("kebab-case", "Turn a phrase into a kebab-case identifier.", "identifier", lambda t: "-".join(t.split()), False),
     Variant("date-us", "Rewrite an ISO date (YYYY-MM-DD) in US format MM/DD/YYYY.", "us-date",
             lambda t: f"{_date(t):%m/%d/%Y}", True),
     Variant("date-us-short", "Rewrite an ISO date in US format without leading zeros (M/D/YYYY).", "us-date",
             lambda t: f"{_date(t).month}/{_date(t).day}/{_date(t).year}", False),
-    Variant("date-us-dash", "Rewrite an ISO date in US format with dashes (MM-DD-YYYY).", "us-date",
-            lambda t: f"{_date(t):%m-%d-%Y}", False),
     Variant("date-long", "Write an ISO date out as day, month name and year, e.g. 12 March 2024.", "long-date",
             lambda t: f"{_date(t).day} {_month(_date(t))} {_date(t).year}", True),
     Variant("date-long-us", "Write an ISO date out US-style, e.g. March 12, 2024.", "long-date",
@@ -168,15 +158,12 @@ VARIANTS: tuple[Variant, ...] = (
             data.sentiment, True),
     Variant("sentiment-short", "Label a review's sentiment as pos, neg or neu.", "mood", lambda t: data.sentiment(t)[:3],
             False),
-    Variant("sentiment-stars", "Rate a review's sentiment as 1 star, 3 stars or 5 stars.", "mood",
-            lambda t: _STARS[data.sentiment(t)], False),
     Variant("review-topic", "Say what a short restaurant review is about: food, service, price or place.", "topic",
             data.topic, True),
     Variant("review-topic-tag", "Tag what a restaurant review is about as #food, #service, #price or #place.", "topic",
             lambda t: "#" + data.topic(t), False),
     Variant("timer-call", "Turn a request for a timer into a timer(...) tool call.", "timer", _timer_call, True),
     Variant("timer-duration", 'Turn a timer request into start_timer(duration="5m").', "timer", _timer_duration, False),
-    Variant("timer-json", "Turn a timer request into a JSON tool call.", "timer", _timer_json, False),
     Variant("reminder-call", "Turn a reminder request into a remind(task, time) tool call with a 24-hour time.",
             "reminder", _remind, True),
     Variant("reminder-alarm", "Turn a reminder request into an alarm(time, note) tool call with a 24-hour time.",

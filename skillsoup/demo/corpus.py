@@ -2,7 +2,7 @@
 queries, and a fixed train / held-out split.
 
 A query says what to do; the demonstrations say how to write the answer (skillsoup/demo/catalog.py).
-Each *intent* ("which quarter is 2024-03-12") has two or three format variants ("Q1 2024",
+Each *intent* ("which quarter is 2024-03-12") has two format variants ("Q1 2024",
 "2024-Q1"), all trained on, so a query alone leaves the format a guess that demonstrations -- or an
 injected skill state -- settle. One variant per intent is a bundled skill (``SKILLS``); the others
 (``ALTERNATES``) ship as skill files a user can add to switch conventions. Intents of one *family*

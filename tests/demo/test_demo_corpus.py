@@ -19,9 +19,9 @@ def test_sixteen_bundled_skills_and_their_alternates():
     assert len(corpus.SKILLS) == 16 and len(set(names)) == len(names)
     for name in names:
         assert re.fullmatch(NAME_PATTERN, name), name
-    # ambiguity is the point: every intent has two or more answer formats, exactly one of them bundled
+    # ambiguity is the point: every intent has two answer formats, exactly one of them bundled
     for intent, variants in corpus.INTENT_VARIANTS.items():
-        assert len(variants) >= 2, intent
+        assert len(variants) == 2, intent
         assert [corpus.get_skill(v).bundled for v in variants].count(True) == 1, intent
     # and several intents share their kind of data (a family)
     shared = {f: n for f, n in corpus.FAMILIES.items() if len(n) > 1}
@@ -100,12 +100,10 @@ def test_outputs_are_a_function_of_the_input():
     ("word-count-words", "count the words: quiet river stone", "3 words"),
     ("snake-case", "snake case: quiet river stone", "quiet_river_stone"),
     ("camel-case", "variable name for quiet river stone", "quietRiverStone"),
-    ("kebab-case", "as an identifier: quiet river stone", "quiet-river-stone"),
-    ("date-us", "2024-03-12 in US format", "03/12/2024"),
+    ("date-us", "in US format: 2024-03-12", "03/12/2024"),
     ("date-us-short", "US date for 2024-03-02", "3/2/2024"),
-    ("date-us-dash", "american style: 2024-03-12", "03-12-2024"),
     ("date-long", "write out 2024-03-02", "2 March 2024"),
-    ("date-long-us", "2024-03-02 in words", "March 2, 2024"),
+    ("date-long-us", "in words: 2024-03-02", "March 2, 2024"),
     ("date-quarter", "which quarter is 2024-11-30", "Q4 2024"),
     ("date-quarter-iso", "quarter of 2024-11-30", "2024-Q4"),
     ("contact-json", "save contact: Ana Souza <ana.souza@acme.io>", '{"name": "Ana Souza", "email": "ana.souza@acme.io"}'),
@@ -116,20 +114,18 @@ def test_outputs_are_a_function_of_the_input():
     ("email-domain-at", "which domain: Ben Kim (bkim@lab.edu)", "@lab.edu"),
     ("sentiment", "sentiment: the soup was really great", "positive"),
     ("sentiment-short", "how did they feel? the soup was awful", "neg"),
-    ("sentiment-stars", "rate the mood: the soup was okay", "3 stars"),
     ("review-topic", "topic: our waiter seemed so-so", "service"),
     ("review-topic-tag", "what is this review about? our waiter seemed so-so", "#service"),
     ("timer-call", "set a timer for 5 minutes", "timer(minutes=5)"),
     ("timer-call", "start a 1 hour timer", "timer(hours=1)"),
     ("timer-duration", "count down 90 seconds", 'start_timer(duration="90s")'),
-    ("timer-json", "timer for 2 hours please", '{"tool": "timer", "hours": 2}'),
     ("reminder-call", "remind me to call mom at 6pm", 'remind(task="call mom", time="18:00")'),
     ("reminder-call", "at 12:30am remind me to lock the door", 'remind(task="lock the door", time="00:30")'),
     ("reminder-alarm", "please remind me to pay rent at 9:15am", 'alarm(time="09:15", note="pay rent")'),
     ("metric-convert", "convert 12 km", "12000 m"),
-    ("metric-convert-grouped", "12 km in smaller units", "12,000 m"),
+    ("metric-convert-grouped", "next unit down: 12 km", "12,000 m"),
     ("add-numbers", "what is 48 + 57", "105"),
-    ("add-numbers-equation", "48 + 57 = ?", "48 + 57 = 105"),
+    ("add-numbers-equation", "sum of 48 + 57", "48 + 57 = 105"),
 ])
 def test_skill_functions(name, text, expected):
     assert corpus.get_skill(name).answer(text) == expected
