@@ -9,9 +9,11 @@ from skillsoup.demo import DEMO_MODEL_DIR, corpus
 
 MAX_BYTES = 20 * 2**20
 # skills and threshold measured with scripts/eval_demo_model.py on the shipped model (see README)
-CHECKED_SKILLS = ("date-us", "email-domain", "sentiment")
-MIN_ACCURACY = 0.8
+CHECKED_SKILLS = ("date-us", "date-quarter", "word-count", "timer-call")
+MIN_ACCURACY = 0.9
 N_TESTS = 10
+FORMAT_INTENTS = ("quarter", "mood", "timer")  # zero-shot picks one format; demonstrations pick either
+MIN_ROUTED = 0.85
 
 
 @pytest.fixture(scope="module")
@@ -57,3 +59,30 @@ def test_four_demonstrations_answer_heldout_queries(demo_model, name):
         assert from_state == in_prompt, f"{name}: injected state and prompt disagree on {test.input!r}"
         right += in_prompt == test.output
     assert right / N_TESTS >= MIN_ACCURACY, f"{name}: {right}/{N_TESTS} held-out answers right with 4 demonstrations"
+
+
+@pytest.mark.parametrize("intent", FORMAT_INTENTS)
+def test_the_demonstrations_choose_the_answer_format(demo_model, intent):
+    """The same queries, demonstrations of two formats of one intent: each state makes the model
+    write its own format (what zero-shot can only guess)."""
+    names = corpus.INTENT_VARIANTS[intent][:2]
+    skills = [corpus.skill_object(name, n_demos=4, n_tests=N_TESTS) for name in names]
+    assert [t.input for t in skills[0].tests] == [t.input for t in skills[1].tests]
+    for skill in skills:
+        state = demo_model.capture(demo_model.encode(skill.render_demonstrations()))
+        right = sum(_answer(demo_model, skill, t.input, state=state) == t.output for t in skill.tests)
+        assert right / N_TESTS >= MIN_ACCURACY, f"{skill.name}: {right}/{N_TESTS} in its own format"
+
+
+def test_the_text_router_finds_the_skill_from_the_query(demo_model, tmp_path):
+    """The query names the intent, so routing from its text alone picks the bundled skill."""
+    from skillsoup.registry import SkillRegistry
+    from skillsoup.router import Router
+
+    skills = [corpus.skill_object(s.name, n_demos=8, n_tests=4) for s in corpus.SKILLS]
+    with SkillRegistry.open(tmp_path / "registry") as registry:
+        registry.add(skills, demo_model)
+        router = Router(registry, demo_model)
+        tops = [(router.route(t.input) or [None])[0] for s in skills for t in s.tests]
+    right = sum(m is not None and m.name == s.name for m, s in zip(tops, [s for s in skills for _ in s.tests]))
+    assert right / len(tops) >= MIN_ROUTED, f"{right}/{len(tops)} queries routed to their skill"
