@@ -43,6 +43,24 @@ def test_fingerprint_is_stable_across_loads(mamba_dir):
     assert load_model(mamba_dir).fingerprint == load_model(mamba_dir).fingerprint
 
 
+def test_fingerprint_does_not_depend_on_the_thread_count():
+    """A float sum of the weights changed with torch's thread count (the reduction order), so a
+    registry filled with one thread count recaptured every state under another."""
+    import torch
+
+    from skillsoup.demo import DEMO_MODEL_DIR
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = load_model(DEMO_MODEL_DIR).fingerprint
+        torch.set_num_threads(2)
+        two = load_model(DEMO_MODEL_DIR).fingerprint
+    finally:
+        torch.set_num_threads(threads)
+    assert one == two
+
+
 def test_truncated_file_is_rejected(model, tmp_path):
     path = model.capture([[4, 5, 6]]).save(tmp_path / "s.safetensors")
     data = path.read_bytes()

@@ -36,8 +36,17 @@ def model_fingerprint(hf_model) -> str:
         sample = flat[::stride][:_SAMPLES_PER_TENSOR].to(device="cpu", dtype=torch.float32)
         h.update(f"{name}:{tuple(tensor.shape)}:".encode())
         h.update(sample.numpy().tobytes())
-        h.update(str(float(flat.float().sum())).encode())
+        h.update(str(_checksum(flat)).encode())
     return h.hexdigest()
+
+
+_INT_OF_SIZE = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def _checksum(flat: torch.Tensor) -> int:
+    """Sum of every weight's raw bits as integers: one read per tensor like a float sum, but
+    integer addition does not depend on the reduction order, which changes with the thread count."""
+    return int(flat.contiguous().view(_INT_OF_SIZE[flat.element_size()]).sum(dtype=torch.int64))
 
 
 def _resolve(name_or_path: str | os.PathLike) -> tuple[str, bool]:
