@@ -15,9 +15,10 @@ by it is saved as it stands and says so (training.json: "stopped_by": "minutes")
 
     python scripts/train_demo_model.py                      # the shipped checkpoint's recipe (--help defaults)
 
+    python scripts/train_demo_model.py --steps 40 --out /tmp/smoke     # smoke run (a few minutes)
+
 The shipped checkpoint ran these defaults alone on the 2-core CPU and was stopped by the 58-minute
 budget after 2,171 of 2,400 steps (its training.json says so); a faster machine runs all 2,400.
-    python scripts/train_demo_model.py --steps 40 --out /tmp/smoke     # smoke run (a few minutes)
 """
 
 from __future__ import annotations
