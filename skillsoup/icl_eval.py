@@ -25,10 +25,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
+from skillsoup.chunks import capture_chunks
 from skillsoup.icl_eval_decode import Case, make_case, relative_state_error, score_cases, target_text
 from skillsoup.icl_eval_report import (
     K_METHODS, METHODS, ICLEvalError, ICLReport, MethodScore, PlotUnavailableError, SkillReport,
 )
+from skillsoup.mixing import mix, mix_decay
 from skillsoup.skill import Skill
 from skillsoup.state import SkillState
 
@@ -124,36 +126,19 @@ def split_sets(n: int, parts: int) -> list[range]:
 
 def mean_mix_state(model, skill: Skill, k: int, mix_sets: int) -> SkillState:
     """Equal-weight mix of the states of disjoint parts of the first k demonstrations."""
-    from skillsoup.mixing import mix
-
     demos = skill.demonstrations[:k]
     states = [capture_demos(model, skill, demos[r.start:r.stop]) for r in split_sets(k, mix_sets)]
     return mix(states, [1.0] * len(states))
 
 
 def decay_state(model, chunk_ids: list[list[int]]) -> SkillState:
-    """Seam to the decay composition (skillsoup.chunks.capture_chunks + skillsoup.mixing.mix_decay):
-    per-chunk states composed in order with the recurrence's decay. ImportError while they are absent."""
-    from skillsoup.chunks import capture_chunks
-    from skillsoup.mixing import mix_decay
-
+    """Per-chunk states composed in order with the recurrence's decay (skillsoup.chunks)."""
     return mix_decay(capture_chunks(model, chunk_ids))
-
-
-def decay_available() -> str | None:
-    """None when decay mixing can run, else why not."""
-    try:
-        from skillsoup.chunks import capture_chunks  # noqa: F401
-        from skillsoup.mixing import mix_decay  # noqa: F401
-    except ImportError as exc:
-        return f"decay-mix skipped: skillsoup.chunks / mixing.mix_decay are not available ({exc})"
-    return None
 
 
 def router_picker(registry, model, kind: str = "text", conv: str = "mix") -> Picker:
     """The runtime's choice for a query: route from its text alone, mix the matches' stored states with
     the router's weights, render with the top match's template; no match = neutral state, default template."""
-    from skillsoup.mixing import mix
     from skillsoup.router import Router
     from skillsoup.runtime import DEFAULT_SKILL
 
@@ -184,8 +169,7 @@ def _score(method: str, k: int, skill: Skill, results, **extra) -> tuple[MethodS
 
 
 def evaluate_skill(model, skill: Skill, ks: Sequence[int], methods: Sequence[str], *, tests_from: str = "tests",
-                   mix_sets: int = 2, picker: Picker | None = None, max_new_tokens: int = 64,
-                   decay: bool = True) -> SkillReport:
+                   mix_sets: int = 2, picker: Picker | None = None, max_new_tokens: int = 64) -> SkillReport:
     """Scores of one skill (its ``tests`` are the held-out pairs) for each method and k."""
     tests = skill.tests
     report = SkillReport(skill.name, len(skill.demonstrations), len(tests), tests_from, list(ks))
@@ -207,7 +191,7 @@ def evaluate_skill(model, skill: Skill, ks: Sequence[int], methods: Sequence[str
             run("state", k, from_state(one_pass))
         if "mean-mix" in methods:
             run("mean-mix", k, from_state(mean_mix_state(model, skill, k, mix_sets)))
-        if "decay-mix" in methods and decay:
+        if "decay-mix" in methods:
             chunks = [model.encode(skill.render_demonstration(d)) for d in skill.demonstrations[:k]]
             state = decay_state(model, chunks)
             joined = [t for c in chunks for t in c]  # the same tokens read in one pass (BPE may split differently)
@@ -252,23 +236,20 @@ def evaluate(model, skills: Sequence[Skill], ks: Sequence[int] | None = None, me
              picker: Picker | None = None, max_new_tokens: int = 64,
              progress: Callable[[SkillReport], None] | None = None) -> ICLReport:
     """Evaluate every skill. ``ks=None`` uses DEFAULT_KS capped at each skill's demonstrations; given
-    ks must fit every skill. Methods that cannot run (no ``picker``, no decay composition) are
+    ks must fit every skill. The router method without a ``picker`` is
     skipped with a note in the report."""
     methods = list(METHODS) if methods is None else list(methods)
     prepared, per_skill = check_inputs(skills, ks, methods, n_tests=n_tests, split=split, seed=seed, mix_sets=mix_sets)
     notes = []
     if "router" in methods and picker is None:
         notes.append("router skipped: no registry given (pass --registry with the skills added)")
-    decay_problem = decay_available() if "decay-mix" in methods else None
-    if decay_problem:
-        notes.append(decay_problem)
     for note in notes:
         log.info(note)
     t0 = time.perf_counter()
     reports = []
     for (skill, source), skill_k in zip(prepared, per_skill):
         reports.append(evaluate_skill(model, skill, skill_k, methods, tests_from=source, mix_sets=mix_sets,
-                                      picker=picker, max_new_tokens=max_new_tokens, decay=decay_problem is None))
+                                      picker=picker, max_new_tokens=max_new_tokens))
         if progress is not None:
             progress(reports[-1])
     all_ks = sorted({k for r in reports for k in r.ks})
