@@ -137,24 +137,17 @@ def decay_state(model, chunk_ids: list[list[int]]) -> SkillState:
 
 
 def router_picker(registry, model, kind: str = "text", conv: str = "mix") -> Picker:
-    """The runtime's choice for a query: route from its text alone, mix the matches' stored states with
-    the router's weights, render with the top match's template; no match = neutral state, default template."""
-    from skillsoup.router import Router
-    from skillsoup.runtime import DEFAULT_SKILL
+    """The runtime's choice for a query (``SkillSoup.route`` then ``SkillSoup.state_for``): route from
+    its text alone, mix the matches' stored states with the router's weights, render with the top
+    match's template; no match = neutral state, default template."""
+    from skillsoup.runtime import SkillSoup
 
-    router = Router(registry, model)
-    states: dict[str, SkillState] = {}
+    soup = SkillSoup(registry, model)
 
     def pick(query: str):
-        matches = router.route(query, router=kind)
-        if not matches:
-            return model.neutral_state(), DEFAULT_SKILL, None
-        for m in matches:
-            if m.name not in states:
-                states[m.name] = registry.state(m.name, model)
-        chosen = [states[m.name] for m in matches]
-        state = chosen[0] if len(chosen) == 1 else mix(chosen, [m.weight for m in matches], conv=conv)
-        return state, registry.get(matches[0].name), matches[0].name
+        matches = soup.route(query, router=kind)
+        state, template = soup.state_for(matches, conv)
+        return state, template, matches[0].name if matches else None
 
     return pick
 

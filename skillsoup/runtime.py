@@ -190,7 +190,7 @@ class SkillSoup:
         else:
             matches = ()
         t1 = time.perf_counter()
-        state, template = self._state(matches, mix, layers)
+        state, template = self.state_for(matches, mix, layers)
         t2 = time.perf_counter()
         timings = {"route_ms": (t1 - t0) * 1000 if not pinned and routing else 0.0, "load_mix_ms": (t2 - t1) * 1000}
         pieces = self._generate(template.render_query(query), state, template.stop_strings(), timings,
@@ -218,8 +218,10 @@ class SkillSoup:
         pairs.sort(key=lambda p: -p[1])
         return tuple(SkillMatch(n, 1.0, float(w) / total) for n, w in pairs)
 
-    def _state(self, matches: tuple[SkillMatch, ...], mode: str, layers: Sequence[int] | None = None):
-        """-> (the state to start from, the skill whose template renders the query)."""
+    def state_for(self, matches: Sequence[SkillMatch], mode: str = "mix", layers: Sequence[int] | None = None):
+        """The state an answer to ``matches`` starts from, and the skill whose template renders the
+        query: the matches' stored states mixed with their weights (conv policy ``mode``, only
+        ``layers`` when given); no match = the neutral state and the default template."""
         if not matches:
             return self.model.neutral_state(), DEFAULT_SKILL
         states, top = [], None
