@@ -45,12 +45,11 @@ def forward(mixer, hidden, conv_state, ssm_state, impl, log_decay=None):
     )
     gn = mixer.n_groups * mixer.ssm_state_size
     x, B, C = torch.split(xbc.transpose(1, 2), [mixer.intermediate_size, gn, gn], dim=-1)
+    A = -torch.exp(mixer.A_log.float())  # [h]
     if log_decay is not None:
-        log_decay.append(ops.ssd_log_decay(
-            dt, -torch.exp(mixer.A_log.float()), mixer.dt_bias, True, tuple(mixer.time_step_limit)
-        )[..., None, None])
+        log_decay.append(ops.ssd_log_decay(dt, A, mixer.dt_bias, True, tuple(mixer.time_step_limit))[..., None, None])
     y, ssm_state = impl.ssd_scan(
-        x.reshape(bsz, l, mixer.num_heads, mixer.head_dim), dt, -torch.exp(mixer.A_log.float()),
+        x.reshape(bsz, l, mixer.num_heads, mixer.head_dim), dt, A,
         B.reshape(bsz, l, mixer.n_groups, -1), C.reshape(bsz, l, mixer.n_groups, -1), D=mixer.D,
         dt_bias=mixer.dt_bias, dt_softplus=True, dt_limit=tuple(mixer.time_step_limit),
         initial_states=ssm_state,
