@@ -21,6 +21,8 @@ SKILL_KEYS = ("name", "description", "demonstrations", "template", "tags", "test
 PAIR_KEYS = ("input", "output")
 _SAFE_BASE = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: same rules, 5-50x faster
 MAX_NESTING = 16  # a skill needs 5 levels; libyaml's composer recurses in C and crashes near 50,000
+_TOO_DEEP = (f"lists and mappings nested more than {MAX_NESTING} deep; a skill needs 5 levels at most, "
+             "check the brackets and indentation")
 _HINTS = {  # PyYAML problems a newcomer meets first, with the usual fix
     "mapping values are not allowed": "text containing ': ' must be quoted, e.g. output: \"Answer: yes\"",
     "cannot start any token": "indent with spaces, not tabs",
@@ -118,18 +120,29 @@ def _check_nesting(path: str, text: str, line_offset: int) -> None:
                 depth += 1
                 if depth > MAX_NESTING:
                     where = Where(event.start_mark.line + 1 + line_offset, event.start_mark.column + 1)
-                    raise file_error(path, where, f"lists and mappings nested more than {MAX_NESTING} deep; "
-                                                  "a skill needs 5 levels at most, check the brackets and indentation")
+                    raise file_error(path, where, _TOO_DEEP)
             elif isinstance(event, yaml.CollectionEndEvent):
                 depth -= 1
     except yaml.MarkedYAMLError as exc:
         raise _syntax_error(path, exc, line_offset) from None
+    except yaml.reader.ReaderError as exc:  # a control character such as NUL: not a MarkedYAMLError
+        raise _reader_error(path, text, exc, line_offset) from None
+
+
+def _reader_error(path: str, text: str, exc: yaml.reader.ReaderError, line_offset: int):
+    before = text[: exc.position]
+    where = Where(before.count("\n") + 1 + line_offset, exc.position - (before.rfind("\n") + 1) + 1)
+    char = exc.character if isinstance(exc.character, str) else chr(exc.character)
+    return file_error(path, where, f"the text holds the control character U+{ord(char):04X}, which YAML does not "
+                                   "allow; remove it (was the file saved as text?)")
 
 
 def _syntax_error(path: str, exc: yaml.MarkedYAMLError, line_offset: int):
     mark = exc.problem_mark or exc.context_mark
     where = Where(mark.line + 1 + line_offset, mark.column + 1) if mark else None
     problem = ": ".join(part for part in (exc.context, exc.problem) if part) or "syntax error"
+    if "maximum nesting depth" in problem:  # PyYAML >= 6.0.4 stops deep nesting in its scanner, before our check
+        return file_error(path, where, _TOO_DEEP)
     if problem.startswith("duplicate key") or problem.startswith("found a key"):
         return file_error(path, where, problem)
     hint = next((fix for text, fix in _HINTS.items() if text in problem), "check indentation and quoting here")
