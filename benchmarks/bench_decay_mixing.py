@@ -26,8 +26,8 @@ METHODS = ("decay", "decay-none", "mean", "last")
 
 def method_states(model, skill, start):
     from skillsoup import mix
-    from skillsoup.chunks import capture_chunks
-    from skillsoup.mixing import mix_decay
+    from skillsoup.models.chunks import capture_chunks
+    from skillsoup.states.decay import mix_decay
 
     chunks = [skill.render_demonstration(d) for d in skill.demonstrations]
     own = [model.capture(model.encode(c), start) for c in chunks]  # each demonstration after BOS
@@ -46,7 +46,7 @@ def answer(model, skill, probe: str, state) -> str:
 
 def measure(model, skills, n_probes: int):
     """-> {method: (per-layer mean ssm rel error, max |logit diff|, top-1 agreement, same answer)}."""
-    from skillsoup.chunks import chunk_ids
+    from skillsoup.models.chunks import chunk_ids
 
     start = model.neutral_state()
     errors = {m: [] for m in METHODS}

@@ -114,7 +114,7 @@ def wrap(hf, name: str, kernels: bool):
 def bench_mix(name: str, config: dict, device, args) -> list[tuple]:
     import skillsoup_kernels
 
-    from skillsoup.state import SkillState
+    from skillsoup.states.state import SkillState
 
     d, n = config["expand"] * config["hidden_size"], config["state_size"]  # d_inner, d_state
     k, layers = config["conv_kernel"], config["num_hidden_layers"]
@@ -132,7 +132,7 @@ def bench_mix(name: str, config: dict, device, args) -> list[tuple]:
     t_fused = measure(lambda: skillsoup_kernels.mix_skill_states(states, weights), device, args.reps, inner)
     w = torch.tensor(weights, device=device)
 
-    def torch_mix():  # what skillsoup.mixing.mix does without the kernel: stack + tensordot per layer and kind
+    def torch_mix():  # what skillsoup.states.mixing.mix does without the kernel: stack + tensordot per layer and kind
         return [torch.tensordot(w, torch.stack([s.ssm[i] for s in states]), dims=1) for i in range(layers)] + [
             torch.tensordot(w, torch.stack([s.conv[i] for s in states]), dims=1) for i in range(layers)
         ]

@@ -41,7 +41,7 @@ def build_demo_model(folder: Path) -> Path:
 
 
 def make_skills(n: int, d: int):
-    from skillsoup.skill import Demonstration, Skill
+    from skillsoup.skills.skill import Demonstration, Skill
 
     out = []
     for i in range(n):

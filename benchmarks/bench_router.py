@@ -40,7 +40,7 @@ def build_index(path: Path, n_skills: int, n_demos: int, embedder: str, seed: in
     import numpy as np
 
     from skillsoup.registry import SkillRegistry
-    from skillsoup.skill import Demonstration, Skill
+    from skillsoup.skills.skill import Demonstration, Skill
 
     rng = np.random.default_rng(seed)
     t0 = time.perf_counter()
@@ -69,7 +69,7 @@ def pct(values: list[float], q: float) -> float:
 
 def route_latency(path: Path, n_queries: int, policy: str) -> dict[str, list[float]]:
     from skillsoup.registry import SkillRegistry
-    from skillsoup.router import Router, RouterParams
+    from skillsoup.routing.router import Router, RouterParams
 
     with SkillRegistry.open(path) as reg:
         router = Router(reg, params=RouterParams(policy=policy))
@@ -95,7 +95,7 @@ def answer_parts(model_dir: str | None, n_answers: int, new_tokens: int, tmp: Pa
     from skillsoup import load_model
     from skillsoup.registry import SkillRegistry
     from skillsoup.runtime import SkillSoup
-    from skillsoup.skill import Demonstration, Skill
+    from skillsoup.skills.skill import Demonstration, Skill
 
     if model_dir is None:
         import importlib.util

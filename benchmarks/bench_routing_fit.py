@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> dict:
     from synthetic import make_labelled, make_skills
 
     from skillsoup.registry import SkillRegistry
-    from skillsoup.router import Router
+    from skillsoup.routing import Router, evaluate, fit
 
     torch.set_num_threads(args.threads)
     tmp = Path(tempfile.mkdtemp(prefix="bench-fit-"))
@@ -54,11 +54,11 @@ def main(argv: list[str] | None = None) -> dict:
         reg.add(make_skills(), model)
         router = Router(reg)
         test = make_labelled(args.test, seed=2)
-        before = router.evaluate(test, latency_sample=args.latency_sample)
+        before = evaluate(router, test, latency_sample=args.latency_sample)
         t0 = time.perf_counter()
-        report = router.fit(make_labelled(args.train, seed=1))
+        report = fit(router, make_labelled(args.train, seed=1))
         fit_s = time.perf_counter() - t0
-        after = router.evaluate(test, latency_sample=args.latency_sample)
+        after = evaluate(router, test, latency_sample=args.latency_sample)
     load = os.getloadavg()[0]
     print(f"\nsynthetic routing task, embedder {args.embedder}, {args.train} training / {args.test} held-out queries; "
           f"load average {load:.1f} on {os.cpu_count()} cores")

@@ -116,7 +116,7 @@ def main(argv=None) -> list[tuple[str, float, float, str]]:
     n, q = args.demo_tokens, args.query_tokens
     rows = [
         (f"(a) TTFT: state + {q}-token query vs {n}+{q} in prompt (transformers)", t_inj, t_hf_prompt, ">=45x"),
-        (f"(a') same, prompt through our own forward", t_inj, t_our_prompt, ""),
+        ("(a') same, prompt through our own forward", t_inj, t_our_prompt, ""),
         (f"(b) exact {q}-token continuation vs transformers token by token", t_inj, t_hf_tbt, ""),
         (f"(c) capture {n} tokens vs transformers forward", t_cap, t_hf_cap, ">=7x"),
         (f"(d) decode {args.new_tokens} tokens vs transformers generate", t_dec, t_hf_dec, ""),

@@ -6,7 +6,7 @@
 import argparse
 
 from skillsoup.runtime import SkillSoup
-from skillsoup.skillfiles import load_skills
+from skillsoup.skills.loader import load_skills
 
 parser = argparse.ArgumentParser(description="Answer queries with routed, mixed skill states.")
 parser.add_argument("queries", nargs="+")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 from skillsoup.registry import SkillRegistry
-from skillsoup.router import Router
+from skillsoup.routing.router import Router
 
 
 def start_timer(query: str) -> str:

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import triton
 import triton.language as tl
+from skillsoup_kernels._common import check_device, needs_grad, new_output, on_device, pow2, silu
 
 from skillsoup.models import ops
-from skillsoup_kernels._common import check_device, needs_grad, new_output, on_device, pow2, silu
 
 
 @triton.jit

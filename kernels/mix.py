@@ -4,7 +4,7 @@
 output once (one pass over memory), whatever K. The kernel receives the K inputs as a table of raw
 addresses (the pattern of Triton's grouped-GEMM tutorial), so no stacked copy is ever made.
 
-``mix_skill_states`` is the fused path of ``skillsoup.mixing.mix``: the SSM tensors of every layer
+``mix_skill_states`` is the fused path of ``skillsoup.states.mixing.mix``: the SSM tensors of every layer
 are mixed in one launch, the conv tensors in a second one (a launch mixes T same-sized tensors,
 T = layers), instead of one stack + tensordot per layer and kind.
 """
@@ -16,7 +16,6 @@ from collections.abc import Iterable, Sequence
 import torch
 import triton
 import triton.language as tl
-
 from skillsoup_kernels._common import check_device, needs_grad, new_output, on_device
 
 BLOCK = 1024  # elements per program: 4 KiB of float32 output
@@ -128,7 +127,7 @@ def _plan(states, weights, conv, base, layers):
     weights = [float(w) for w in weights]
     if len(weights) != len(states):
         raise ValueError(f"got {len(states)} states but {len(weights)} weights")
-    top = max(range(len(weights)), key=weights.__getitem__)  # first largest, as skillsoup.mixing does
+    top = max(range(len(weights)), key=weights.__getitem__)  # first largest, as skillsoup.states.mixing does
     n_layers = states[0].num_layers
     chosen = list(range(n_layers)) if layers is None else sorted(set(layers))
     return weights, top, chosen
@@ -139,7 +138,7 @@ def mix_skill_states(
 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Mix K SkillStates of one model layer by layer -> (conv per layer, ssm per layer), float32.
 
-    The fused path of ``skillsoup.mixing.mix``, which validates (and normalises) the weights and
+    The fused path of ``skillsoup.states.mixing.mix``, which validates (and normalises) the weights and
     builds the SkillState from this result. Same policies: ``conv`` "mix" or "top" (keep the conv
     state of the highest-weighted state); ``base`` for task arithmetic, base + sum_k w_k (s_k - base),
     computed as the mix of K+1 tensors with the base weighted 1 - sum_k w_k; ``layers`` to mix only
@@ -171,7 +170,7 @@ def mix_skill_states_ref(
     states, weights: Sequence[float], conv: str = "mix", base=None, layers: Iterable[int] | None = None,
 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Specification of :func:`mix_skill_states`: one layer and one state at a time, task arithmetic
-    written as base + sum_k w_k (s_k - base) (the form skillsoup.mixing.mix_ref uses)."""
+    written as base + sum_k w_k (s_k - base) (the form skillsoup.states.mixing.mix_ref uses)."""
     weights, top, chosen = _plan(states, weights, conv, base, layers)
 
     def combine(tensors, origin):

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import triton
 import triton.language as tl
+from skillsoup_kernels._common import check_device, needs_grad, new_output, on_device, pow2, silu, softplus
 
 from skillsoup.models import ops
-from skillsoup_kernels._common import check_device, needs_grad, new_output, on_device, pow2, silu, softplus
 
 
 @triton.jit

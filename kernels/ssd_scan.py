@@ -12,8 +12,9 @@ from __future__ import annotations
 import functools
 import logging
 
-from skillsoup.models import ops
 from skillsoup_kernels._common import needs_grad
+
+from skillsoup.models import ops
 
 log = logging.getLogger(__name__)
 

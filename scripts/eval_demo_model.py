@@ -9,7 +9,7 @@ For every skill: exact-match accuracy with greedy decoding on held-out inputs (n
                       registry, routed by text (MiniLM) or by the model's own state, stored states
                       mixed with the router's weights
 and how often the injected state writes exactly the k-shot prompt's answers (the same computation,
-in two pieces). The scoring is ``skillsoup.icl_eval`` (what ``skillsoup eval icl`` runs); this script
+in two pieces). The scoring is ``skillsoup.evals.icl`` (what ``skillsoup eval icl`` runs); this script
 only fixes the demo corpus's skills and lays the table out.
 
     python scripts/eval_demo_model.py                         # markdown table, shipped model
@@ -73,7 +73,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     import torch
 
-    from skillsoup import icl_eval
+    from skillsoup.evals import icl as icl_eval
     from skillsoup.models import load_model
     from skillsoup.registry import SkillRegistry
 

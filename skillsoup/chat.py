@@ -31,10 +31,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from skillsoup.errors import GenerationError, MixError, RoutingError, SkillsoupError
-from skillsoup.mixing import parse_layers
-from skillsoup.router import MAX_QUERY_CHARS, ROUTERS
-from skillsoup.runtime import MAX_NEW_TOKENS, MIX_MODES, Answer, SkillSoup
-from skillsoup.skillfiles import bundled_skills_dir, load_skills
+from skillsoup.models.generation import MAX_NEW_TOKENS
+from skillsoup.routing.router import MAX_QUERY_CHARS, ROUTERS
+from skillsoup.runtime import MIX_MODES, Answer, SkillSoup
+from skillsoup.skills.loader import bundled_skills_dir, load_skills
+from skillsoup.states.mixing import parse_layers
 
 log = logging.getLogger(__name__)
 

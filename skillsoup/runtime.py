@@ -11,7 +11,7 @@ The query is rendered with the top-weighted skill's template (``Skill.render_que
 reads it in the format its demonstrations taught, and the answer ends at that template's
 ``stop_strings()``. With no skill the default template is used and the model starts from its
 neutral state (BOS). States come from ``registry.state(name, model)`` through an in-memory LRU
-(:class:`~skillsoup.state_cache.StateCache`).
+(:class:`~skillsoup.states.cache.StateCache`).
 
 Timings (milliseconds unless named otherwise):
     route_ms            routing (0 when skills are pinned or routing is off)
@@ -31,16 +31,15 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 from skillsoup.errors import GenerationError, MixError, RoutingError
-from skillsoup.mixing import CONV_POLICIES, mix, parse_layers
-from skillsoup.models.generation import StopDecoder
-from skillsoup.router import Router, SkillMatch, check_query
-from skillsoup.skill import DEFAULT_TEMPLATE, Skill
-from skillsoup.state_cache import DEFAULT_BUDGET, StateCache
+from skillsoup.models.generation import StopDecoder, check_generation_options
+from skillsoup.routing.router import Router, SkillMatch, check_query
+from skillsoup.skills.skill import DEFAULT_TEMPLATE, Skill
+from skillsoup.states.cache import DEFAULT_BUDGET, StateCache
+from skillsoup.states.mixing import CONV_POLICIES, mix, parse_layers
 
 log = logging.getLogger(__name__)
 
-MIX_MODES = CONV_POLICIES  # how the conv states are combined; see skillsoup.mixing
-MAX_NEW_TOKENS = 4096
+MIX_MODES = CONV_POLICIES  # how the conv states are combined; see skillsoup.states.mixing
 DEFAULT_SKILL = Skill("default", "the default template", (), DEFAULT_TEMPLATE)
 
 
@@ -178,7 +177,7 @@ class SkillSoup:
         query = check_query(query)
         if mix not in MIX_MODES:
             raise MixError(f"unknown mixing mode {mix!r}; choose one of {', '.join(MIX_MODES)}")
-        _check_generation(max_new_tokens, temperature, top_p, seed)
+        check_generation_options(max_new_tokens, temperature, top_p, None, seed)
         if isinstance(layers, str):
             layers = parse_layers(layers, self.model.num_layers)
         t0 = time.perf_counter()
@@ -267,14 +266,3 @@ class SkillSoup:
             timings["total_ms"] = timings.get("route_ms", 0.0) + timings.get("load_mix_ms", 0.0) + (end - start) * 1000
             if n > 1 and t_first is not None and end > t_first:
                 timings["decode_tokens_per_s"] = (n - 1) / (end - t_first)
-
-
-def _check_generation(max_new_tokens, temperature, top_p, seed) -> None:
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or not 0 <= max_new_tokens <= MAX_NEW_TOKENS:
-        raise GenerationError(f"max_new_tokens must be an integer from 0 to {MAX_NEW_TOKENS}, got {max_new_tokens!r}")
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not (math.isfinite(temperature) and temperature >= 0):
-        raise GenerationError(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature!r}")
-    if isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1:
-        raise GenerationError(f"top_p must be in (0, 1], got {top_p!r}")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise GenerationError(f"seed must be an integer or None, got {seed!r}")

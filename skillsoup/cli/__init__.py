@@ -20,6 +20,9 @@ app = typer.Typer(
     add_completion=False,
 )
 
+eval_app = typer.Typer(name="eval", help="Measure how well skills are routed and used.", no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
+
 
 @app.callback()
 def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log what the library does.")) -> None:
@@ -28,11 +31,14 @@ def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log what 
 
 def _register() -> None:
     """Each command module adds its commands to ``app``."""
-    from skillsoup.cli import chat  # noqa: F401
-    from skillsoup.cli import compose  # noqa: F401
-    from skillsoup.cli import demo  # noqa: F401
-    from skillsoup.cli import routing  # noqa: F401
-    from skillsoup.cli import skills  # noqa: F401
+    from skillsoup.cli import (
+        chat,  # noqa: F401
+        compose,  # noqa: F401
+        demo,  # noqa: F401
+        eval_icl,  # noqa: F401
+        routing,  # noqa: F401
+        skills,  # noqa: F401
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 
-import typer
 from rich.table import Table
 
 from skillsoup.cli import app

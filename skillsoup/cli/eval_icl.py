@@ -1,5 +1,5 @@
 """``skillsoup eval icl``: is a stored or mixed state as good as the k-shot prompt? (rendering over
-skillsoup.icl_eval)."""
+skillsoup.evals.icl)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,15 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from skillsoup.cli.common import ChromaUrlOpt, ModelOpt, RegistryOpt, console, err_console, load_cli_model, open_registry
-from skillsoup.cli.routing import eval_app
+from skillsoup.cli import eval_app
+from skillsoup.cli.common import (
+    ChromaUrlOpt,
+    ModelOpt,
+    console,
+    err_console,
+    load_cli_model,
+    open_registry,
+)
 from skillsoup.errors import RoutingError
 
 
@@ -21,7 +28,7 @@ def _cell(value: float | None, fmt: str) -> str:
 
 
 def _table(title: str, scores) -> Table:
-    from skillsoup.icl_eval_report import label
+    from skillsoup.evals.report import label
 
     table = Table(title=title, title_justify="left")
     # accuracy; NLL per output token; answers equal to the k-shot prompt's; NLL minus its NLL;
@@ -54,11 +61,11 @@ def eval_icl(
 ) -> None:
     """Exact-match accuracy and NLL per output token of zero-shot, k-shot prompts, stored states,
     mixed states and the router's state, per skill and on average."""
-    from skillsoup import icl_eval
-    from skillsoup.icl_eval_plot import check_plot_path, require_matplotlib
-    from skillsoup.icl_eval_report import markdown_table, structure_lines
-    from skillsoup.router import ROUTERS
-    from skillsoup.skillfiles import load_skills
+    from skillsoup.evals import icl as icl_eval
+    from skillsoup.evals.plot import check_plot_path, require_matplotlib
+    from skillsoup.evals.report import markdown_table, structure_lines
+    from skillsoup.routing.router import ROUTERS
+    from skillsoup.skills.loader import load_skills
 
     ks = icl_eval.parse_ks(k) if k is not None else None
     chosen = icl_eval.parse_methods(methods)
@@ -119,7 +126,7 @@ def eval_icl(
         Path(json_out).write_text(blob + "\n", encoding="utf-8")
         err_console.print(f"[dim]wrote {escape(json_out)}[/]")
     if plot is not None:
-        from skillsoup.icl_eval_plot import plot_report
+        from skillsoup.evals.plot import plot_report
 
         plot_report(report, plot)
         err_console.print(f"[dim]wrote {escape(str(plot))}[/]")

@@ -14,12 +14,17 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from skillsoup.cli import app
-from skillsoup.cli.common import ChromaUrlOpt, ModelOpt, RegistryOpt, console, err_console, load_cli_model, open_registry
+from skillsoup.cli import app, eval_app
+from skillsoup.cli.common import (
+    ChromaUrlOpt,
+    ModelOpt,
+    RegistryOpt,
+    console,
+    err_console,
+    load_cli_model,
+    open_registry,
+)
 from skillsoup.errors import RoutingError
-
-eval_app = typer.Typer(name="eval", help="Measure how well skills are routed and used.", no_args_is_help=True)
-app.add_typer(eval_app, name="eval")
 
 QueryArg = Annotated[str, typer.Argument(help="The request, in quotes.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
@@ -80,7 +85,7 @@ def route(
     model: ModelOpt = None,
 ) -> None:
     """Which skills a query goes to, with scores and weights (a dry run: nothing is generated)."""
-    from skillsoup.router import ROUTERS, Router
+    from skillsoup.routing.router import ROUTERS, Router
 
     if router not in ROUTERS:
         raise RoutingError(f"unknown router {router!r}; choose one of {', '.join(ROUTERS)}")
@@ -156,11 +161,11 @@ def fit_command(
     chroma_url: ChromaUrlOpt = None,
 ) -> None:
     """Fit the router's aggregation, thresholds and temperature on labelled queries and store them."""
-    from skillsoup.router import Router
+    from skillsoup.routing import Router, fit
 
     with open_registry(registry, chroma_url) as reg:
         r = Router(reg)
-        report = r.fit(file)
+        report = fit(r, file)
     p = report.params
     if as_json:
         typer.echo(json.dumps({"params": p.to_dict(), "policies": report.policies, "n": report.n,
@@ -191,8 +196,8 @@ def eval_routing(
 ) -> None:
     """Routing accuracy, abstention, macro-F1, calibration and latency, next to the
     nearest-neighbour-threshold baseline."""
-    from skillsoup.router import ROUTERS, Router
-    from skillsoup.routing_eval import KEYS, evaluate
+    from skillsoup.routing.metrics import KEYS, evaluate
+    from skillsoup.routing.router import ROUTERS, Router
 
     if router not in ROUTERS:
         raise RoutingError(f"unknown router {router!r}; choose one of {', '.join(ROUTERS)}")
@@ -217,6 +222,3 @@ def _fmt(value) -> str:
     if value is None:
         return "-"
     return str(value) if isinstance(value, int) else f"{value:.3f}"
-
-
-from skillsoup.cli import eval_icl  # noqa: E402,F401  (registers `eval icl` on eval_app)

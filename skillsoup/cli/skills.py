@@ -14,7 +14,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from skillsoup.cli import app
-from skillsoup.cli.common import ChromaUrlOpt, ModelOpt, RegistryOpt, console, err_console, load_cli_model, open_registry
+from skillsoup.cli.common import (
+    ChromaUrlOpt,
+    ModelOpt,
+    RegistryOpt,
+    console,
+    err_console,
+    load_cli_model,
+    open_registry,
+)
 
 skills_app = typer.Typer(name="skills", help="List, show, export, remove and rebuild skills.", no_args_is_help=True)
 app.add_typer(skills_app, name="skills")
@@ -60,7 +68,7 @@ def add(
     model: ModelOpt = None,
 ) -> None:
     """Add skills from files: index them and capture their states."""
-    from skillsoup.skillfiles import load_skills
+    from skillsoup.skills.loader import load_skills
 
     skills = load_skills(paths)
     m = load_cli_model(model)
@@ -187,7 +195,7 @@ def export(
     chroma_url: ChromaUrlOpt = None,
 ) -> None:
     """Write a skill back to a YAML skill file."""
-    from skillsoup.skillfiles import dump_skill_yaml
+    from skillsoup.skills.loader import dump_skill_yaml
 
     with open_registry(registry, chroma_url) as reg:
         text = dump_skill_yaml(reg.get(name))

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from skillsoup.demo import data
-from skillsoup.skill import DEFAULT_TEMPLATE
+from skillsoup.skills.skill import DEFAULT_TEMPLATE
 
 TOOL_TEMPLATE = "Request: {input}\nCall: {output}\n"
 

@@ -24,10 +24,9 @@ from __future__ import annotations
 import hashlib
 import random
 from dataclasses import dataclass
-from pathlib import Path
 
 from skillsoup.demo.catalog import INTENTS, TOOL_TEMPLATE, VARIANTS, Intent, Variant
-from skillsoup.skill import Demonstration, Skill
+from skillsoup.skills.skill import Demonstration, Skill
 
 SPLITS = ("train", "demo", "heldout")
 __all__ = ["TOOL_TEMPLATE", "DemoSkill", "SKILLS", "ALTERNATES", "ALL_SKILLS", "FAMILIES", "INTENT_VARIANTS"]
@@ -135,7 +134,7 @@ def render_episode(skill: DemoSkill, pairs: list[Demonstration]) -> tuple[str, l
 
 
 def skill_object(name: str, n_demos: int = 8, split: str = "demo", seed: int = 0, n_tests: int = 50) -> Skill:
-    """The demo skill as a :class:`~skillsoup.skill.Skill`: ``n_demos`` demonstrations from ``split``
+    """The demo skill as a :class:`~skillsoup.skills.skill.Skill`: ``n_demos`` demonstrations from ``split``
     (default the "demo" slice, never trained on) and ``n_tests`` held-out tests."""
     s = get_skill(name)
     if split == "heldout":
@@ -145,6 +144,3 @@ def skill_object(name: str, n_demos: int = 8, split: str = "demo", seed: int = 0
         name=s.name, description=s.description, demonstrations=tuple(sample_pairs(s, n_demos, split, seed)),
         template=s.template, tags=tags, tests=tuple(sample_pairs(s, n_tests, "heldout", seed)),
     )
-
-
-from skillsoup.demo.skill_files import write_skill_files  # noqa: E402,F401  (re-exported)

@@ -16,7 +16,7 @@ def write_skill_files(out_dir: str | Path, n_demos: int = 8, n_tests: int = 20, 
     """Write the bundled demo skills (docs/skills.md formats): the date skills as one JSONL file, the
     review skills as Markdown, the others as ``<name>.yaml`` -> the paths. ``alternates=True`` writes
     the alternate answer formats instead, one YAML file each (skills/demo-alternates/)."""
-    from skillsoup.skillfiles import dump_skill_yaml
+    from skillsoup.skills.loader import dump_skill_yaml
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

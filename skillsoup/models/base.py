@@ -14,7 +14,7 @@ import torch
 
 from skillsoup.errors import GenerationError, ModelLoadError, StateMismatchError
 from skillsoup.models import dispatch, mamba1, mamba2
-from skillsoup.state import SkillState, validate
+from skillsoup.states.state import SkillState, validate
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +182,7 @@ class StateModel:
         """:meth:`capture` plus, per layer, the total log-decay of these tokens (A * sum dt, float32,
         <= 0): exp of it carries an SSM state from before the tokens to after them. Shapes broadcast
         against the layer's ssm state: [b, d, n] (Mamba-1), [b, h, 1, 1] (Mamba-2). For decay
-        mixing; see :func:`skillsoup.chunks.capture_chunks`."""
+        mixing; see :func:`skillsoup.states.decay.capture_chunks`."""
         log_decay: list[torch.Tensor] = []
         new_state = self._run(input_ids, state, log_decay)[1]
         return new_state, log_decay

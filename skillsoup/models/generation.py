@@ -9,16 +9,27 @@ import torch
 
 from skillsoup.errors import GenerationError
 
+MAX_NEW_TOKENS = 4096
 
-def _check_options(max_new_tokens, temperature, top_p, top_k):
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
-        raise GenerationError(f"max_new_tokens must be a non-negative integer, got {max_new_tokens!r}")
-    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature >= 0):
+
+def check_generation_options(max_new_tokens=64, temperature=0.0, top_p=1.0, top_k=None, seed=None) -> None:
+    """The one check of sampling options (the runtime, the server and ``generate`` use it)."""
+    def is_int(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    def is_number(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    if not is_int(max_new_tokens) or not 0 <= max_new_tokens <= MAX_NEW_TOKENS:
+        raise GenerationError(f"max_new_tokens must be an integer from 0 to {MAX_NEW_TOKENS}, got {max_new_tokens!r}")
+    if not is_number(temperature) or temperature < 0:
         raise GenerationError(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature!r}")
-    if not (0 < top_p <= 1):
+    if not is_number(top_p) or not 0 < top_p <= 1:
         raise GenerationError(f"top_p must be in (0, 1], got {top_p!r}")
-    if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
+    if top_k is not None and (not is_int(top_k) or top_k < 1):
         raise GenerationError(f"top_k must be a positive integer or None, got {top_k!r}")
+    if seed is not None and not is_int(seed):
+        raise GenerationError(f"seed must be an integer or None, got {seed!r}")
 
 
 def sample(logits: torch.Tensor, temperature: float, top_p: float, top_k: int | None, generator) -> int:
@@ -42,7 +53,7 @@ def generate_ids(
     top_k: int | None = None, seed: int | None = None, stop_ids: tuple[int, ...] | None = None,
 ) -> Iterator[int]:
     """Yield new token ids; stops at EOS (or ``stop_ids``) or after ``max_new_tokens``."""
-    _check_options(max_new_tokens, temperature, top_p, top_k)
+    check_generation_options(max_new_tokens, temperature, top_p, top_k, seed)
     ids = model.as_ids(prompt)
     if ids.shape != (1, ids.shape[1]) or ids.shape[1] == 0:
         raise GenerationError("generate needs one non-empty prompt (a query to continue from the state)")

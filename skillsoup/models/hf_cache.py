@@ -8,7 +8,7 @@ token; StateModel.forward is the exact multi-token path.
 
 from __future__ import annotations
 
-from skillsoup.state import SkillState
+from skillsoup.states.state import SkillState
 
 
 def to_hf_cache(model, state: SkillState):

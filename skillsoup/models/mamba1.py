@@ -29,7 +29,7 @@ def forward(mixer, hidden, conv_state, ssm_state, impl, log_decay=None):
     """hidden [b, l, hidden] -> (out [b, l, hidden], conv_state [b, d, k], ssm_state [b, d, n]).
 
     ``log_decay``: None on the normal path; a list to append this call's total log-decay to
-    ([b, d, n], A * sum dt), which decay mixing needs (skillsoup/chunks.py)."""
+    ([b, d, n], A * sum dt), which decay mixing needs (skillsoup.models.chunks)."""
     dtype = hidden.dtype
     x, gate = mixer.in_proj(hidden).transpose(1, 2).chunk(2, dim=1)  # [b, d, l] each
     x, conv_state = impl.causal_conv1d(

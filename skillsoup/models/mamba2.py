@@ -35,7 +35,7 @@ def forward(mixer, hidden, conv_state, ssm_state, impl, log_decay=None):
     """hidden [b, l, hidden] -> (out, conv_state [b, conv_dim, k], ssm_state [b, h, p, n]).
 
     ``log_decay``: None on the normal path; a list to append this call's total log-decay per head
-    to, shaped [b, h, 1, 1] to broadcast against the ssm state (decay mixing, skillsoup/chunks.py)."""
+    to, shaped [b, h, 1, 1] to broadcast against the ssm state (decay mixing, skillsoup.models.chunks)."""
     bsz, l, _ = hidden.shape
     dtype = hidden.dtype
     gate, xbc, dt = _split(mixer, mixer.in_proj(hidden))  # [b, l, d], [b, l, conv_dim], [b, l, h]

@@ -197,7 +197,7 @@ def selective_scan_log_decay(delta, A, delta_bias=None, delta_softplus=False):
     """Total log-decay of a Mamba-1 scan over its l tokens, A * sum_t delta_t -> [b, d, n] float32.
 
     delta [b, d, l] is prepared exactly as :func:`selective_scan` prepares it; exp of the result
-    carries a state from before the tokens to after them (decay mixing, ``skillsoup/chunks.py``).
+    carries a state from before the tokens to after them (decay mixing, ``skillsoup.models.chunks``).
     """
     return _prep_delta(delta, delta_bias, delta_softplus).sum(-1)[..., None] * A.float()
 

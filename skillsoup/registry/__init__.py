@@ -11,9 +11,9 @@ from skillsoup.registry.index import SkillIndex
 from skillsoup.registry.lock import RegistryLock
 from skillsoup.registry.registry import SkillRegistry
 from skillsoup.registry.store import StateStore
-from skillsoup.registry.values import AddResult, DemoMatch, SkillInfo, SkillMatch, capture_skill, skill_token_ids
+from skillsoup.registry.values import AddResult, DemoMatch, SkillHit, SkillInfo, capture_skill, skill_token_ids
 
 __all__ = [
-    "AddResult", "DemoMatch", "DoctorReport", "Problem", "RegistryLock", "SkillIndex", "SkillInfo", "SkillMatch",
+    "AddResult", "DemoMatch", "DoctorReport", "Problem", "RegistryLock", "SkillIndex", "SkillInfo", "SkillHit",
     "SkillRegistry", "StateStore", "capture_skill", "skill_token_ids",
 ]

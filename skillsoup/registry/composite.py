@@ -25,13 +25,13 @@ from typing import TYPE_CHECKING
 from skillsoup.errors import RegistryError
 from skillsoup.registry.store import fp_key
 from skillsoup.registry.values import AddResult
-from skillsoup.skill import Skill
+from skillsoup.skills.skill import Skill
 
 if TYPE_CHECKING:
     from skillsoup.models.base import StateModel
     from skillsoup.registry.index import SkillRow
-    from skillsoup.registry.registry import SkillRegistry
-    from skillsoup.state import SkillState
+    from skillsoup.registry.values import RegistryCore
+    from skillsoup.states.state import SkillState
 
 log = logging.getLogger(__name__)
 
@@ -116,13 +116,13 @@ def part_status(recipe: Recipe, rows: dict[str, SkillRow]) -> list[tuple[RecipeP
     return out
 
 
-def broken_parts(reg: SkillRegistry, recipe: Recipe) -> list[str]:
+def broken_parts(reg: RegistryCore, recipe: Recipe) -> list[str]:
     """'name (removed)' / 'name (changed)' for every source that no longer matches the recipe."""
     rows = reg.index.get_skills([p.name for p in recipe.parts])
     return [f"{p.name} ({status})" for p, status in part_status(recipe, rows) if status != OK]
 
 
-def remix_blockers(reg: SkillRegistry, row: SkillRow) -> list[str]:
+def remix_blockers(reg: RegistryCore, row: SkillRow) -> list[str]:
     """Why a composite's state cannot be remixed now (empty: it can, or it is a plain skill)."""
     try:
         recipe = recipe_of(row)
@@ -131,9 +131,9 @@ def remix_blockers(reg: SkillRegistry, row: SkillRow) -> list[str]:
     return [] if recipe is None else [f"source {b}" for b in broken_parts(reg, recipe)]
 
 
-def mix_recipe(reg: SkillRegistry, name: str, recipe: Recipe, model: StateModel) -> SkillState:
+def mix_recipe(reg: RegistryCore, name: str, recipe: Recipe, model: StateModel) -> SkillState:
     """The composite's state for ``model``: its sources' current states mixed with the recipe's weights."""
-    from skillsoup.mixing import mix
+    from skillsoup.states.mixing import mix
 
     broken = broken_parts(reg, recipe)
     if broken:
@@ -151,8 +151,8 @@ def mix_recipe(reg: SkillRegistry, name: str, recipe: Recipe, model: StateModel)
     return state
 
 
-def check_composite_name(name: str, reg: SkillRegistry, replace: bool) -> None:
-    from skillsoup.skillfiles_rules import NAME_PATTERN
+def check_composite_name(name: str, reg: RegistryCore, replace: bool) -> None:
+    from skillsoup.skills.rules import NAME_PATTERN
 
     if not isinstance(name, str) or not NAME_PATTERN.match(name):
         raise RegistryError(f"composite name {name!r} is not valid: use lowercase letters, digits, '-' and '_', "
@@ -161,7 +161,7 @@ def check_composite_name(name: str, reg: SkillRegistry, replace: bool) -> None:
         raise RegistryError(f"skill {name!r} is already in the registry; pass --replace to overwrite it, or choose another name")
 
 
-def add_composite(reg: SkillRegistry, skill: Skill, recipe: Recipe, model: StateModel, replace: bool) -> AddResult:
+def add_composite(reg: RegistryCore, skill: Skill, recipe: Recipe, model: StateModel, replace: bool) -> AddResult:
     """Write a composite in the registry's commit order (state file, demonstration rows, skill row,
     then the old version's leftovers). The caller holds the lock."""
     t0 = time.perf_counter()
@@ -172,7 +172,7 @@ def add_composite(reg: SkillRegistry, skill: Skill, recipe: Recipe, model: State
     state = mix_recipe(reg, skill.name, recipe, model)
     state_hash = recipe.state_hash
     sha = reg.store.put(state, state_hash)  # 1. the state file
-    vectors = reg._embed_skills([skill])[skill.name]
+    vectors = reg.embed_skills([skill])[skill.name]
     reg.index.put_demos(skill, vectors[1])  # 2. demonstration rows
     fp16 = fp_key(model.fingerprint)
     drop = [] if old is None or old.get("state_hash") == state_hash else \
@@ -184,13 +184,13 @@ def add_composite(reg: SkillRegistry, skill: Skill, recipe: Recipe, model: State
         reg.index.delete_stale_demos(skill.name, skill.content_hash)
         if old.get("state_hash") != state_hash:
             others = {m.get("state_hash") for n, m in reg.index.skill_metadata().items() if n != skill.name}
-            reg._drop_state_files(old, in_use=old.get("state_hash") in others)
+            reg.drop_state_files(old, in_use=old.get("state_hash") in others)
     status = "added" if old is None else "replaced"
     log.info("composite %r %s: %s", skill.name, status, ", ".join(f"{p.name}={p.weight:.3f}" for p in recipe.parts))
     return AddResult(skill.name, status, len(skill.demonstrations), time.perf_counter() - t0)
 
 
-def dependents(reg: SkillRegistry, name: str) -> list[str]:
+def dependents(reg: RegistryCore, name: str) -> list[str]:
     """Composite skills that list ``name`` among their sources."""
     out = []
     for rid, row in reg.index.get_skills().items():

@@ -27,11 +27,11 @@ from typing import TYPE_CHECKING
 
 from skillsoup.errors import StateError
 from skillsoup.registry.store import file_sha256, fp_key
-from skillsoup.state import SkillState
+from skillsoup.states.state import SkillState
 
 if TYPE_CHECKING:
     from skillsoup.models.base import StateModel
-    from skillsoup.registry.registry import SkillRegistry
+    from skillsoup.registry.values import RegistryCore
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class DoctorReport:
         return dict(out)
 
 
-def run_doctor(reg: SkillRegistry, model: StateModel | None, repair: bool) -> DoctorReport:
+def run_doctor(reg: RegistryCore, model: StateModel | None, repair: bool) -> DoctorReport:
     """The caller holds the registry lock when ``repair`` is set."""
     rows = reg.index.get_skills()
     problems: list[Problem] = []
@@ -113,13 +113,13 @@ def run_doctor(reg: SkillRegistry, model: StateModel | None, repair: bool) -> Do
                 continue
             problems.append(Problem(kind, name, f"model {fp16}: {detail}" if detail else f"model {fp16}"))
             if model is not None and fingerprint == model.fingerprint and not stuck:
-                fixes.append(lambda row=row: reg._recompute(row, model))
+                fixes.append(lambda row=row: reg.recompute(row, model))
             else:
                 fixes.append(lambda row=row, fp=fingerprint: _forget(reg, row.name, row.state_hash, fp))
         if model is not None and fp_key(model.fingerprint) not in row.states:
             problems.append(Problem("no state for model", name, f"model {fp_key(model.fingerprint)}", fixable=not stuck))
             if not stuck:
-                fixes.append(lambda row=row: reg._recompute(row, model))
+                fixes.append(lambda row=row: reg.recompute(row, model))
 
     report = DoctorReport(
         skills=len(rows), demo_rows=n_demo_rows, state_files=len(files), problems=problems,
@@ -153,7 +153,7 @@ def _composite_problems(row, rows: dict, problems: list[Problem]) -> bool:
     return bool(broken)
 
 
-def _check_state(reg: SkillRegistry, state_hash: str, fingerprint: str, sha: str, model) -> tuple[str | None, str]:
+def _check_state(reg: RegistryCore, state_hash: str, fingerprint: str, sha: str, model) -> tuple[str | None, str]:
     path = reg.store.path(state_hash, fingerprint)
     if not path.is_file():
         return "missing state file", str(path)
@@ -169,12 +169,12 @@ def _check_state(reg: SkillRegistry, state_hash: str, fingerprint: str, sha: str
     return None, ""
 
 
-def _forget(reg: SkillRegistry, name: str, state_hash: str, fingerprint: str) -> None:
+def _forget(reg: RegistryCore, name: str, state_hash: str, fingerprint: str) -> None:
     reg.store.delete(state_hash, fingerprint)
     reg.index.set_state(name, fingerprint, None)
 
 
-def _reindex_demos(reg: SkillRegistry, row) -> None:
+def _reindex_demos(reg: RegistryCore, row) -> None:
     vectors = reg.embed_texts([d.input for d in row.skill.demonstrations])
     reg.index.put_demos(row.skill, vectors)
 

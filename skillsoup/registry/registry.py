@@ -28,15 +28,22 @@ import numpy as np
 
 from skillsoup.errors import RegistryError, SkillNotFoundError, StateError, StateFileError
 from skillsoup.registry.composite import (
-    Recipe, add_composite, broken_parts, dependents, mix_recipe, recipe_dict, recipe_of, remix_blockers,
+    Recipe,
+    add_composite,
+    broken_parts,
+    dependents,
+    mix_recipe,
+    recipe_dict,
+    recipe_of,
+    remix_blockers,
 )
 from skillsoup.registry.index import DEMOS, SKILLS, SkillIndex, SkillRow, skill_text
 from skillsoup.registry.lock import NoLock, RegistryLock
 from skillsoup.registry.settings import Settings
 from skillsoup.registry.store import StateStore, fp_key
-from skillsoup.registry.values import AddResult, DemoMatch, ProgressFn, SkillInfo, SkillMatch, capture_skill
-from skillsoup.skill import Skill
-from skillsoup.state import SkillState
+from skillsoup.registry.values import AddResult, DemoMatch, ProgressFn, SkillHit, SkillInfo, capture_skill
+from skillsoup.skills.skill import Skill
+from skillsoup.states.state import SkillState
 
 if TYPE_CHECKING:
     from skillsoup.models.base import StateModel
@@ -131,23 +138,13 @@ class SkillRegistry:
     def __contains__(self, name: str) -> bool:
         return bool(self.index.skill_metadata([name]))
 
-    def query_skills(self, embedding: np.ndarray, n: int) -> list[SkillMatch]:
-        return [SkillMatch(rid, sim) for rid, sim, _ in self.index.query(SKILLS, embedding, n)]
+    def query_skills(self, embedding: np.ndarray, n: int) -> list[SkillHit]:
+        """The ``n`` nearest skill rows (a row is its skill's commit mark), best first."""
+        return [SkillHit(rid, sim) for rid, sim in zip(*self.index.nearest(SKILLS, embedding, n))]
 
     def query_demonstrations(self, embedding: np.ndarray, n: int) -> list[DemoMatch]:
         """The ``n`` nearest demonstrations of committed skills (leftover rows are skipped)."""
-        want, out = n, []
-        while True:
-            hits = self.index.query(DEMOS, embedding, want)
-            current = self.index.skill_metadata(sorted({m.get("skill") for _, _, m in hits if m.get("skill")}))
-            out = [
-                DemoMatch(m["skill"], sim, int(m.get("index", -1)))
-                for _, sim, m in hits
-                if m.get("skill") in current and current[m["skill"]].get("content_hash") == m.get("content_hash")
-            ]
-            if len(out) >= n or len(hits) < want:  # enough, or the collection is exhausted
-                return out[:n]
-            want *= 4
+        return [DemoMatch(*hit) for hit in self.index.nearest_demonstrations(embedding, n)]
 
     # ---- states ----------------------------------------------------------------------------
     def state(self, name: str, model: StateModel, recompute: bool = True) -> SkillState:
@@ -163,7 +160,7 @@ class SkillRegistry:
         log.warning("skill %r: %s; recomputing it from its %d demonstrations", name, problem, row.n_demos)
         with self.lock:
             row = self._row(name)  # it may have changed while we waited for the lock
-            return self._recompute(row, model)
+            return self.recompute(row, model)
 
     def _load_problem(self, row: SkillRow, model: StateModel) -> SkillState | str:
         record = row.states.get(fp_key(model.fingerprint))
@@ -174,7 +171,7 @@ class SkillRegistry:
         except StateError as exc:
             return str(exc)
 
-    def _recompute(self, row: SkillRow, model: StateModel) -> SkillState:
+    def recompute(self, row: SkillRow, model: StateModel) -> SkillState:
         """Capture a skill's demonstrations, or re-mix a composite's sources (registry/composite.py)."""
         recipe = recipe_of(row)
         state = capture_skill(model, row.skill) if recipe is None else mix_recipe(self, row.name, recipe, model)
@@ -225,7 +222,7 @@ class SkillRegistry:
         (a Chroma call costs ~20 ms whatever its size). ``state_refs`` counts skills per state hash."""
         t_chunk = time.perf_counter()
         fresh = [s for s, status in chunk if status != "unchanged"]
-        vectors = self._embed_skills(fresh)
+        vectors = self.embed_skills(fresh)
         seconds: dict[str, float] = {}
         shas: dict[str, str] = {}  # skill name -> sha256 of its state file
         written: dict[str, str] = {}  # state hash -> sha256, files written in this chunk
@@ -258,12 +255,12 @@ class SkillRegistry:
                 state_refs[old.get("state_hash")] -= 1
                 self.index.delete_stale_demos(s.name, s.content_hash)
                 if old.get("state_hash") != s.state_hash:
-                    self._drop_state_files(old, in_use=state_refs[old.get("state_hash")] > 0)
+                    self.drop_state_files(old, in_use=state_refs[old.get("state_hash")] > 0)
         # the batched work (embedding, index rows) is shared out evenly
         shared = max(0.0, time.perf_counter() - t_chunk - sum(seconds.values())) / len(chunk)
         return [AddResult(s.name, status, len(s.demonstrations), seconds[s.name] + shared) for s, status in chunk]
 
-    def _embed_skills(self, skills: list[Skill]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    def embed_skills(self, skills: list[Skill]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """name -> (skill-row vector [dim], demonstration vectors [n, dim]), embedded in one batch."""
         texts: list[str] = []
         for s in skills:
@@ -277,7 +274,7 @@ class SkillRegistry:
             at += 1 + n
         return out
 
-    def _drop_state_files(self, meta: dict, in_use: bool) -> None:
+    def drop_state_files(self, meta: dict, in_use: bool) -> None:
         """Delete the state files recorded in a skill row's metadata unless another skill uses them."""
         state_hash = meta.get("state_hash")
         if not state_hash or in_use:
@@ -292,7 +289,7 @@ class SkillRegistry:
         if meta.get(f"fp_{fp16}") == model.fingerprint and self.store.exists(skill.state_hash, model.fingerprint):
             return
         row = self._row(skill.name)
-        self._recompute(row, model)
+        self.recompute(row, model)
 
     def add_composite(self, skill: Skill, recipe: Recipe, model: StateModel, replace: bool = False) -> AddResult:
         """Save a composite skill: ``skill`` routes like any other, its state is ``recipe``'s mix of
@@ -314,7 +311,7 @@ class SkillRegistry:
             self.index.delete_skill(name)
             self.index.delete_stale_demos(name, None)
             others = {m.get("state_hash") for m in self.index.skill_metadata().values()}
-            self._drop_state_files(row.metadata, in_use=row.state_hash in others)
+            self.drop_state_files(row.metadata, in_use=row.state_hash in others)
             users = dependents(self, name)
         if users:
             log.info("removed %r, a source of composite skills %s", name, ", ".join(users))
@@ -338,7 +335,7 @@ class SkillRegistry:
                 if blockers:  # a composite keeps its stored mix; say why it was not remixed
                     results.append(AddResult(name, f"kept: {', '.join(blockers)}", row.n_demos, 0.0))
                 else:
-                    self._recompute(row, model)
+                    self.recompute(row, model)
                     results.append(AddResult(name, "rebuilt", row.n_demos, time.perf_counter() - t0))
                 if progress is not None:
                     progress(i + 1, len(rows), name)

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from skillsoup.errors import RegistryError
-from skillsoup.state import write_atomic
+from skillsoup.states.state import write_atomic
 
 FILE = "settings.json"
 

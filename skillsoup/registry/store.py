@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from skillsoup.errors import RegistryError, StateFileError
-from skillsoup.state import SkillState
+from skillsoup.states.state import SkillState
 
 if TYPE_CHECKING:
     from skillsoup.models.base import StateModel

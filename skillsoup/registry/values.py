@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple
+from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
-from skillsoup.skill import Skill
-from skillsoup.state import SkillState
+from skillsoup.skills.skill import Skill
+from skillsoup.states.state import SkillState
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from skillsoup.models.base import StateModel
+    from skillsoup.registry.index import SkillIndex, SkillRow
+    from skillsoup.registry.store import StateStore
 
 ProgressFn = Callable[[int, int, str], None]  # (skills done, total, name of the skill just done)
 
@@ -42,9 +47,25 @@ class DemoMatch(NamedTuple):
     index: int  # position of the demonstration in the skill
 
 
-class SkillMatch(NamedTuple):
+class SkillHit(NamedTuple):
     skill: str
-    similarity: float
+    similarity: float  # cosine of the query and the skill row
+
+
+class RegistryCore(Protocol):
+    """What composites and the doctor work on: a SkillRegistry's parts. They take this, not the
+    class, so neither imports registry.py (which imports them)."""
+
+    path: Path
+    index: SkillIndex
+    store: StateStore
+
+    def __contains__(self, name: str) -> bool: ...
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray: ...
+    def embed_skills(self, skills: list[Skill]) -> dict[str, tuple[np.ndarray, np.ndarray]]: ...
+    def drop_state_files(self, meta: dict, in_use: bool) -> None: ...
+    def recompute(self, row: SkillRow, model: StateModel) -> SkillState: ...
+    def state(self, name: str, model: StateModel, recompute: bool = True) -> SkillState: ...
 
 
 def skill_token_ids(model: StateModel, skill: Skill) -> list[int]:

@@ -9,7 +9,7 @@ import shutil
 import pytest
 from rich.console import Console
 
-from skillsoup.skill import Demonstration, Skill
+from skillsoup.skills.skill import Demonstration, Skill
 
 EMBEDDER = "hash:64"
 
@@ -47,7 +47,7 @@ def registry_dir(_registry_template, tmp_path):
 @pytest.fixture
 def soup(registry_dir, tiny_model):
     from skillsoup.registry import SkillRegistry
-    from skillsoup.router import Router, RouterParams
+    from skillsoup.routing.router import Router, RouterParams
     from skillsoup.runtime import SkillSoup
 
     reg = SkillRegistry.open(registry_dir)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 
 import pytest
+
 import skillsoup.chat as chat_module
 from skillsoup.chat import COMMANDS, ChatOptions, bundled_skills_dir
 from skillsoup.errors import SkillNotFoundError
@@ -25,7 +26,7 @@ def test_a_request_is_routed_answered_and_followed_by_the_dim_line(chat, model_s
 
 
 def test_the_router_abstains_and_the_line_says_no_skill(soup, make_chat, model_says):
-    from skillsoup.router import RouterParams
+    from skillsoup.routing.router import RouterParams
 
     soup.router.params = RouterParams(threshold=2.0)  # no score reaches it
     model_says("hello")

@@ -33,7 +33,7 @@ def _program() -> list[str]:
 
 def test_chat_in_a_terminal(registry_dir, tiny_model, mamba_dir, tmp_path):
     from skillsoup.registry import SkillRegistry
-    from skillsoup.router import RouterParams
+    from skillsoup.routing.router import RouterParams
     from skillsoup.runtime import SkillSoup
 
     with SkillRegistry.open(registry_dir) as reg:  # what the library answers, to compare with the terminal

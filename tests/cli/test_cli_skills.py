@@ -42,7 +42,7 @@ def test_round_trip_add_list_show_export_add(cli, tmp_path, mamba_dir):
     exported = tmp_path / "out" / "upper.yaml"
     exported.parent.mkdir()
     assert cli("skills", "export", "upper", "-o", exported).code == 0
-    from skillsoup.skillfiles import load_skills
+    from skillsoup.skills.loader import load_skills
 
     assert load_skills([exported])[0] == load_skills([files / "upper.yaml"])[0]
     again = cli("add", exported, "--model", mamba_dir)

@@ -13,8 +13,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "routing"))  # synt
 
 from synthetic import make_labelled, make_skills, write_jsonl  # noqa: E402
 
-from skillsoup.routing_eval import KEYS  # noqa: E402
-from skillsoup.skillfiles import dump_skill_yaml  # noqa: E402
+from skillsoup.routing.metrics import KEYS  # noqa: E402
+from skillsoup.skills.loader import dump_skill_yaml  # noqa: E402
 
 QUERY = "please set the alarm countdown for ten minutes"
 

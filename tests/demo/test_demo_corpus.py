@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from skillsoup.demo import corpus
-from skillsoup.skillfiles import NAME_PATTERN
+from skillsoup.demo.skill_files import write_skill_files
 from skillsoup.demo.tokenizer import is_encodable
-from skillsoup.skill import Skill
+from skillsoup.skills.loader import NAME_PATTERN
+from skillsoup.skills.skill import Skill
 
 
 def test_sixteen_bundled_skills_and_their_alternates():
@@ -143,7 +144,7 @@ def test_rendered_episode_marks_the_outputs():
 
 
 def test_skill_objects_and_files(tmp_path):
-    from skillsoup.skillfiles import load_skills
+    from skillsoup.skills.loader import load_skills
 
     skill = corpus.skill_object("date-long", n_demos=4, n_tests=6)
     assert len(skill.demonstrations) == 4 and len(skill.tests) == 6
@@ -152,18 +153,18 @@ def test_skill_objects_and_files(tmp_path):
     assert {corpus.split_of(as_demo.data_of(d.input)) for d in skill.tests} == {"heldout"}
     with pytest.raises(ValueError):
         corpus.skill_object("date-long", split="heldout")
-    paths = corpus.write_skill_files(tmp_path, n_demos=4, n_tests=3)
+    paths = write_skill_files(tmp_path, n_demos=4, n_tests=3)
     loaded = {s.name: s for s in load_skills(paths)}
     assert set(loaded) == {s.name for s in corpus.SKILLS}
     assert loaded["date-long"] == corpus.skill_object("date-long", n_demos=4, n_tests=3)
-    alternates = corpus.write_skill_files(tmp_path / "alt", n_demos=2, n_tests=1, alternates=True)
+    alternates = write_skill_files(tmp_path / "alt", n_demos=2, n_tests=1, alternates=True)
     assert {s.name for s in load_skills(alternates)} == {s.name for s in corpus.ALTERNATES}
 
 
 def test_the_shipped_skill_files_are_the_corpus():
     """skills/demo and skills/demo-alternates are what write_skill_files makes (regenerate them with
     ``python -m skillsoup.demo.skill_files`` after changing the corpus)."""
-    from skillsoup.skillfiles import load_skills
+    from skillsoup.skills.loader import load_skills
 
     root = Path(__file__).resolve().parents[2] / "skills"
     for folder, alternates in (("demo", False), ("demo-alternates", True)):

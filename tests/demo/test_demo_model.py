@@ -77,7 +77,7 @@ def test_the_demonstrations_choose_the_answer_format(demo_model, intent):
 def test_the_text_router_finds_the_skill_from_the_query(demo_model, tmp_path):
     """The query names the intent, so routing from its text alone picks the bundled skill."""
     from skillsoup.registry import SkillRegistry
-    from skillsoup.router import Router
+    from skillsoup.routing.router import Router
 
     skills = [corpus.skill_object(s.name, n_demos=8, n_tests=4) for s in corpus.SKILLS]
     with SkillRegistry.open(tmp_path / "registry") as registry:

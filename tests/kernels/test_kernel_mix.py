@@ -1,5 +1,5 @@
 """kernels/mix.py: the fused weighted sum against its reference, and mix_skill_states against both
-its reference and skillsoup.mixing.mix_ref (the spec of the path it accelerates)."""
+its reference and skillsoup.states.mixing.mix_ref (the spec of the path it accelerates)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import skillsoup_kernels  # noqa: E402
 from kernel_cases import DTYPE_IDS, TOL, assert_close, randn, strided  # noqa: E402
 from skillsoup_kernels import mix as mix_module  # noqa: E402
 
-from skillsoup.mixing import mix_ref  # noqa: E402
-from skillsoup.state import SkillState  # noqa: E402
+from skillsoup.states.mixing import mix_ref  # noqa: E402
+from skillsoup.states.state import SkillState  # noqa: E402
 
 WEIGHTS = [0.7, -0.25, 1.5, 0.05, -1.0, 0.3, 2.0, -0.6]  # negative and > 1 on purpose
 
@@ -90,7 +90,7 @@ def test_mix_skill_states_matches_mixing_spec(device, arch, policy):
     options = dict(conv=policy["conv"], base=base, layers=policy.get("layers"))
     conv, ssm = skillsoup_kernels.mix_skill_states(states, raw, **options)
     conv_ref, ssm_ref = skillsoup_kernels.mix_skill_states_ref(states, raw, **options)
-    spec = mix_ref(states, raw, normalize=False, **options)  # what skillsoup.mixing.mix must return
+    spec = mix_ref(states, raw, normalize=False, **options)  # what skillsoup.states.mixing.mix must return
     for i in range(len(ssm)):
         assert_close(f"ssm.{i} vs ref", ssm[i], ssm_ref[i], TOL[torch.float32])
         assert_close(f"conv.{i} vs ref", conv[i], conv_ref[i], TOL[torch.float32])

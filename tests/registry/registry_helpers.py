@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from skillsoup.skill import Demonstration, Skill
+from skillsoup.skills.skill import Demonstration, Skill
 
 REPO = Path(__file__).resolve().parents[2]
 

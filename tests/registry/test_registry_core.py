@@ -12,7 +12,7 @@ from registry_helpers import make_skill
 from skillsoup.errors import RegistryError, SkillNotFoundError, StateError
 from skillsoup.registry import SkillRegistry, capture_skill, skill_token_ids
 from skillsoup.registry.index import DEMOS
-from skillsoup.skill import Demonstration, Skill
+from skillsoup.skills.skill import Demonstration, Skill
 
 
 def _same_state(a, b) -> bool:

@@ -12,7 +12,7 @@ from registry_helpers import write_skill_yaml
 
 from skillsoup import embedding
 from skillsoup.registry import SkillRegistry
-from skillsoup.skill import Demonstration, Skill
+from skillsoup.skills.skill import Demonstration, Skill
 
 SKILLS = [
     Skill("arithmetic", "add two numbers", (Demonstration("what is 2 plus 3", "5"), Demonstration("12 + 30", "42"))),

@@ -7,7 +7,7 @@ import json
 import random
 from pathlib import Path
 
-from skillsoup.skill import Demonstration, Skill
+from skillsoup.skills.skill import Demonstration, Skill
 
 TOPICS = {
     "timer": "timer minutes alarm countdown seconds remind wake clock",

@@ -9,8 +9,8 @@ from pathlib import Path
 from registry_helpers import REPO, run_python
 from synthetic import make_skills
 
-from skillsoup.skillfiles import dump_skill_yaml
-from skillsoup.skill import Demonstration, Skill
+from skillsoup.skills.loader import dump_skill_yaml
+from skillsoup.skills.skill import Demonstration, Skill
 
 
 def _registry(path: Path, model) -> Path:

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from synthetic import make_labelled, write_jsonl
 
-from skillsoup.router import LabelledDataError, Router, RouterParams
-from skillsoup.routing_eval import KEYS, decision_metrics, expected_calibration_error, read_labelled
-from skillsoup.routing_features import FEATURES, candidates
-from skillsoup.routing_fit import best_threshold, fit_logistic
+from skillsoup.routing.fit import best_threshold, fit, fit_logistic
+from skillsoup.routing.metrics import KEYS, decision_metrics, evaluate, expected_calibration_error, read_labelled
+from skillsoup.routing.policies import FEATURES, candidates
+from skillsoup.routing.router import LabelledDataError, Router, RouterParams
 
 
 def test_candidate_features_by_hand():
@@ -98,9 +98,9 @@ def test_labelled_file_errors(tmp_path, syn_registry):
         read_labelled(tmp_path)
     path = write_jsonl(tmp_path / "x.jsonl", [{"query": "q", "skill": "timer"}, {"query": "r", "skill": "nosuch"}])
     with pytest.raises(LabelledDataError, match=r"x\.jsonl:2: unknown skill 'nosuch'"):
-        Router(syn_registry).fit(path)
+        fit(Router(syn_registry), path)
     with pytest.raises(LabelledDataError, match="every labelled query says null"):
-        Router(syn_registry).fit([{"query": "q", "skill": None}])
+        fit(Router(syn_registry), [{"query": "q", "skill": None}])
 
 
 def _balanced(metrics: dict) -> float:
@@ -111,11 +111,11 @@ def test_fit_beats_the_unfitted_router_and_the_baseline_on_held_out_queries(syn_
     train = write_jsonl(tmp_path / "train.jsonl", make_labelled(1500, seed=1))
     test = write_jsonl(tmp_path / "test.jsonl", make_labelled(600, seed=2))
     router = Router(syn_registry)
-    before = router.evaluate(test, latency_sample=5)
+    before = evaluate(router, test, latency_sample=5)
     t0 = time.perf_counter()
-    report = router.fit(train)
+    report = fit(router, train)
     seconds = time.perf_counter() - t0
-    after = router.evaluate(test, latency_sample=5)
+    after = evaluate(router, test, latency_sample=5)
     assert report.n == 1500 and seconds < 30  # seconds, not minutes, with a fast embedder
     assert after["fitted"] and not before["fitted"]
     assert after["macro_f1"] > before["macro_f1"] + 0.03
@@ -132,7 +132,7 @@ def test_fit_beats_the_unfitted_router_and_the_baseline_on_held_out_queries(syn_
 
 def test_evaluate_returns_the_documented_keys(syn_registry, tmp_path):
     test = write_jsonl(tmp_path / "t.jsonl", make_labelled(40, seed=3))
-    result = Router(syn_registry).evaluate(test, latency_sample=4)
+    result = evaluate(Router(syn_registry), test, latency_sample=4)
     json.dumps(result)  # plain JSON data
     for key in KEYS:
         assert key in result and key in result["baseline"]
@@ -144,7 +144,7 @@ def test_evaluate_returns_the_documented_keys(syn_registry, tmp_path):
 
 def test_fit_accepts_values_as_well_as_files(syn_registry):
     rows = make_labelled(200, seed=4)
-    report = Router(syn_registry).fit(rows, save=False)
+    report = fit(Router(syn_registry), rows, save=False)
     assert report.n == 200 and syn_registry.get_setting("router") is None  # save=False stores nothing
     assert report.params.policy in report.policies and math.isfinite(report.params.threshold)
     assert report.baseline.policy == "max" and report.baseline.top_k == 1
@@ -152,7 +152,7 @@ def test_fit_accepts_values_as_well_as_files(syn_registry):
 
 
 def test_out_of_fold_scores_match_the_candidates():
-    from skillsoup.routing_fit import out_of_fold_scores
+    from skillsoup.routing.fit import out_of_fold_scores
 
     rng = np.random.default_rng(0)
     cands, labels = [], []

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from skillsoup.router import Router
-from skillsoup.skill import Demonstration, Skill
+from skillsoup.routing.router import Router
+from skillsoup.skills.skill import Demonstration, Skill
 
 SKILLS = {
     "timer": ["set a timer for 5 minutes", "start a countdown of 30 seconds", "remind me in an hour",

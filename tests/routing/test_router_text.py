@@ -10,9 +10,8 @@ import pytest
 from registry_helpers import make_skill
 
 from skillsoup.errors import RoutingError
-from skillsoup.registry.search import nearest_demonstrations, nearest_skills
-from skillsoup.router import PolicyError, Retrieval, Router, RouterParams, SkillMatch
-from skillsoup.routing_features import FEATURES, POLICIES, SIMILARITY_POLICIES
+from skillsoup.routing.policies import FEATURES, POLICIES, SIMILARITY_POLICIES
+from skillsoup.routing.router import PolicyError, Retrieval, Router, RouterParams, SkillMatch
 
 TIMER_QUERY = "please set the alarm countdown for ten minutes"
 
@@ -116,18 +115,24 @@ def test_parameters_are_stored_in_the_registry_and_versioned(syn_registry):
     assert again.params.temperature == 0.2
 
 
-def test_fast_search_equals_the_registry_queries_and_skips_leftover_rows(syn_registry):
+def test_nearest_rows_equal_a_brute_force_search_and_skip_leftover_rows(syn_registry):
+    from skillsoup.routing.fit import index_matrices, retrieve_all
+
     reg = syn_registry
     # leftover demonstration rows of an unfinished replace of "timer" (another content hash)
     ghost = make_skill("timer", n=6, description="an unfinished replacement")
     reg.index.put_demos(ghost, reg.embed_texts([d.input for d in ghost.demonstrations]))
     q = reg.embed_texts(["timer input 3"])[0]
-    fast = nearest_demonstrations(reg.index, q, 20)
-    slow = [(m.skill, m.similarity) for m in reg.query_demonstrations(q, 20)]
-    assert [n for n, _ in fast] == [n for n, _ in slow] and np.allclose([s for _, s in fast], [s for _, s in slow])
-    assert len(fast) == 20  # leftovers were skipped, and others took their places
-    rows = nearest_skills(reg.index, q, 5)
-    assert rows == [(m.skill, pytest.approx(m.similarity)) for m in reg.query_skills(q, 5)]
+    demo_names, demo_vecs, skill_names, skill_vecs = index_matrices(reg)  # committed rows only
+    hits = reg.query_demonstrations(q, 20)
+    want = retrieve_all(q[None], demo_names, demo_vecs, 20)[0]
+    assert len(hits) == 20  # leftovers were skipped, and others took their places
+    assert np.allclose([m.similarity for m in hits], [s for _, s in want], atol=1e-5)
+    assert sorted(m.skill for m in hits) == sorted(n for n, _ in want)
+    rows = reg.query_skills(q, 5)
+    want = retrieve_all(q[None], skill_names, skill_vecs, 5)[0]
+    assert [m.skill for m in rows] == [n for n, _ in want]
+    assert np.allclose([m.similarity for m in rows], [s for _, s in want], atol=1e-5)
 
 
 def test_an_empty_registry_routes_to_nothing(tmp_path):

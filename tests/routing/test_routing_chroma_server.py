@@ -7,8 +7,8 @@ from synthetic import make_labelled, make_skills
 from test_registry_chroma_server import chroma_url  # noqa: F401  (the server fixture)
 
 from skillsoup.registry import SkillRegistry
-from skillsoup.registry.state_index import StateFeatureIndex
-from skillsoup.router import Router
+from skillsoup.routing import Router, fit
+from skillsoup.routing.state_index import StateFeatureIndex
 
 
 def test_text_and_state_routing_and_fit_over_a_chroma_server(chroma_url, tmp_path, tiny_model):  # noqa: F811
@@ -18,5 +18,5 @@ def test_text_and_state_routing_and_fit_over_a_chroma_server(chroma_url, tmp_pat
         assert router.route("please set the alarm countdown for ten minutes")[0].name == "timer"
         assert router.route("alarm", router="state")  # the feature collection lives on the server too
         assert len(StateFeatureIndex(reg, tiny_model).vectors()) == 8
-        report = router.fit(make_labelled(200, seed=1))
+        report = fit(router, make_labelled(200, seed=1))
         assert report.n == 200 and Router(reg).params == report.params

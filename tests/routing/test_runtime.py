@@ -11,11 +11,11 @@ import torch
 import skillsoup.runtime as runtime
 from skillsoup.errors import GenerationError, MixError, RoutingError
 from skillsoup.registry import capture_skill
-from skillsoup.router import Router, RouterParams
+from skillsoup.routing.router import Router, RouterParams
 from skillsoup.runtime import Answer, SkillSoup
-from skillsoup.skill import Demonstration, Skill
-from skillsoup.state import SkillState
-from skillsoup.state_cache import StateCache
+from skillsoup.skills.skill import Demonstration, Skill
+from skillsoup.states.cache import StateCache
+from skillsoup.states.state import SkillState
 
 QUERY = "please set the alarm countdown for ten minutes"
 

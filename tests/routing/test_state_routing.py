@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 import torch
 
-from skillsoup.registry.state_index import PREFIX, StateFeatureIndex
-from skillsoup.router import Router, RouterParams
-from skillsoup.skill import Demonstration, Skill
-from skillsoup.state_features import FEATURE, MAX_DIM, feature_layers, query_text, state_vector
+from skillsoup.routing.router import Router, RouterParams
+from skillsoup.routing.state_features import FEATURE, MAX_DIM, feature_layers, query_text, state_vector
+from skillsoup.routing.state_index import PREFIX, StateFeatureIndex
+from skillsoup.skills.skill import Demonstration, Skill
 
 ALPHABETS = {"digits": "0123456789", "lower": "abcdefghij", "upper": "KLMNOPQRST", "punct": "!#$%&*+-/="}
 
@@ -72,7 +72,7 @@ def test_state_vector_is_the_documented_feature(tiny_model):
 
 
 def test_large_states_are_sketched_to_a_fixed_size_keeping_cosines(tiny_model):
-    from skillsoup.state import SkillState
+    from skillsoup.states.state import SkillState
 
     rng = torch.Generator().manual_seed(0)
     base = torch.randn(1, 4096, 4, generator=rng)

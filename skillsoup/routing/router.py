@@ -1,0 +1,288 @@
+"""Router: a query -> the skills to use, with weights, or none (an empty list: abstain).
+
+Three ways to score a skill (``route(..., router=...)``):
+    text    the query's embedding against the registry's demonstration rows (and skill rows) in
+            Chroma, aggregated per skill by a named policy (``policies.POLICIES``):
+            ``max``, ``mean_topk``, ``skill_row``, ``max_skill_row``, or ``logistic`` (a calibrated
+            model over all features, fitted by :meth:`Router.fit`).
+    state   the model's state after reading the query (optionally after one or two example pairs)
+            against each skill's stored state, compared by the feature of ``state_features`` (cosine).
+    hybrid  alpha * text score + (1 - alpha) * state cosine, over the skills either one found; its
+            threshold is the same blend of the two thresholds, its temperature the state one.
+Then: the skills whose score reaches their threshold (per skill when fitted) are ordered by score,
+cut to ``top_k``, and weighted by a softmax with a temperature (weights sum to 1).
+
+Parameters (:class:`RouterParams`) live in the registry's settings under ``"router"`` and are
+versioned with them; :meth:`Router.save` writes them, ``skillsoup fit`` fits and saves them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from skillsoup.errors import LabelledDataError, PolicyError, RoutingError  # noqa: F401 (re-exported)
+from skillsoup.routing import policies as rf
+
+if TYPE_CHECKING:
+    from skillsoup.models.base import StateModel
+    from skillsoup.registry.registry import SkillRegistry
+
+log = logging.getLogger(__name__)
+
+SETTING = "router"
+ROUTERS = ("text", "state", "hybrid")
+MAX_QUERY_CHARS = 4000
+MAX_EXAMPLES = 2
+MAX_TOP_K = 64
+
+
+@dataclass(frozen=True)
+class SkillMatch:
+    """One routed skill: ``score`` on the policy's scale (cosine, or probability for ``logistic``;
+    1.0 for a pinned skill), ``weight`` its share of the mixture (the weights of a route sum to 1)."""
+
+    name: str
+    score: float
+    weight: float
+
+
+@dataclass(frozen=True)
+class RouterParams:
+    policy: str = "max"
+    threshold: float = 0.3  # on the policy's score
+    temperature: float = 0.05  # of the softmax that turns scores into weights
+    top_k: int = 3
+    n_demos: int = 32  # demonstrations retrieved per query
+    n_skill_rows: int = 16  # skill rows retrieved per query (policies that use them)
+    k_mean: int = 3  # k of mean_topk
+    skill_thresholds: Mapping[str, float] = field(default_factory=dict)
+    logistic: dict | None = None  # {"features", "mean", "scale", "coef", "bias"}
+    state_threshold: float = -1.0  # on the state cosine; -1 = state routing never abstains
+    state_temperature: float = 0.05
+    hybrid_alpha: float = 0.5
+    n_states: int = 64  # skills retrieved by state feature per query
+    fitted: dict | None = None  # provenance of a fit: when, on how many queries, its metrics, baseline
+
+    def __post_init__(self) -> None:
+        if self.policy not in rf.POLICIES:
+            raise PolicyError(f"unknown aggregation policy {self.policy!r}; valid policies: {', '.join(rf.POLICIES)}")
+        if self.policy == "logistic" and not self.logistic:
+            raise PolicyError("policy 'logistic' needs fitted coefficients; run skillsoup fit FILE.jsonl first")
+        if self.logistic:
+            _check_logistic(self.logistic)
+        if not isinstance(self.skill_thresholds, Mapping):
+            raise PolicyError(f"skill_thresholds must map skill names to numbers, got {self.skill_thresholds!r}")
+        for name in ("temperature", "state_temperature"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise PolicyError(f"{name} must be a finite number > 0, got {value!r}")
+        numbers = {"threshold": self.threshold, "state_threshold": self.state_threshold, "hybrid_alpha": self.hybrid_alpha}
+        numbers.update({f"skill_thresholds[{k!r}]": v for k, v in self.skill_thresholds.items()})
+        for name, value in numbers.items():
+            if isinstance(value, bool) or not (isinstance(value, (int, float)) and math.isfinite(value)):
+                raise PolicyError(f"{name} must be a finite number, got {value!r}")
+        if not 0.0 <= self.hybrid_alpha <= 1.0:
+            raise PolicyError(f"hybrid_alpha must lie in [0, 1], got {self.hybrid_alpha!r}")
+        for name in ("top_k", "n_demos", "n_skill_rows", "k_mean", "n_states"):
+            check_top_k(getattr(self, name), name, limit=MAX_TOP_K if name == "top_k" else 10_000)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["skill_thresholds"] = dict(self.skill_thresholds)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: Mapping | None) -> RouterParams:
+        data = dict(data or {})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            log.warning("ignoring unknown router settings %s (written by a newer skillsoup?)", unknown)
+        try:
+            return cls(**{k: v for k, v in data.items() if k in known})
+        except TypeError as exc:
+            raise PolicyError(f"router settings are unreadable ({exc}); run skillsoup fit again") from None
+
+    def replace(self, **changes) -> RouterParams:
+        return dataclasses.replace(self, **changes)
+
+
+def _check_logistic(model) -> None:
+    try:
+        n = len(model["features"])
+        ok = set(model["features"]) <= set(rf.FEATURES) and all(
+            len(model[k]) == n for k in ("mean", "scale", "coef")) and math.isfinite(float(model["bias"]))
+    except (KeyError, TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise PolicyError("the stored logistic router model is incomplete or from another version; run skillsoup fit again")
+
+
+def baseline_params(params: RouterParams) -> RouterParams:
+    """The plain nearest-neighbour-threshold router: the skill of the nearest demonstration, alone,
+    if its similarity reaches a threshold (fitted with the rest, else the default)."""
+    base = (params.fitted or {}).get("baseline", {})
+    return RouterParams(policy="max", threshold=float(base.get("threshold", RouterParams.threshold)),
+                        top_k=1, n_demos=params.n_demos)
+
+
+# ---- input checks -------------------------------------------------------------------------------
+def check_query(query) -> str:
+    if not isinstance(query, str):
+        raise RoutingError(f"a query is a string, got {type(query).__name__}")
+    if not query.strip():
+        raise RoutingError("the query is empty; ask something")
+    if len(query) > MAX_QUERY_CHARS:
+        raise RoutingError(f"the query has {len(query):,} characters; the limit is {MAX_QUERY_CHARS:,} (shorten it)")
+    return query.strip()
+
+
+def check_top_k(top_k, name: str = "top_k", limit: int = MAX_TOP_K) -> int:
+    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or not 1 <= top_k <= limit:
+        raise RoutingError(f"{name} must be an integer from 1 to {limit}, got {top_k!r}")
+    return int(top_k)
+
+
+def check_examples(examples) -> list[tuple[str, str]]:
+    if examples is None:
+        return []
+    pairs = list(examples)
+    if len(pairs) > MAX_EXAMPLES:
+        raise RoutingError(f"give at most {MAX_EXAMPLES} example pairs for state routing, got {len(pairs)}")
+    out = []
+    for pair in pairs:
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
+            raise RoutingError(f"an example is an (input, output) pair of strings, got {pair!r}")
+        if sum(map(len, pair)) > MAX_QUERY_CHARS:
+            raise RoutingError(f"an example pair has over {MAX_QUERY_CHARS:,} characters; shorten it")
+        out.append((pair[0], pair[1]))
+    return out
+
+
+@dataclass(frozen=True)
+class Retrieval:
+    """What the text router got from the index for one query."""
+
+    demo_hits: tuple[tuple[str, float], ...]
+    skill_hits: tuple[tuple[str, float], ...]
+
+
+# ---- the router ---------------------------------------------------------------------------------
+class Router:
+    def __init__(self, registry: SkillRegistry, model: StateModel | None = None,
+                 params: RouterParams | Mapping | None = None):
+        self.registry = registry
+        self.model = model
+        self.settings_version = 0
+        if params is None:
+            self.reload()
+        else:
+            self.params = params if isinstance(params, RouterParams) else RouterParams.from_dict(params)
+        self._state_index = None
+
+    def __repr__(self) -> str:
+        fitted = "fitted" if self.params.fitted else "default"
+        return f"Router(policy={self.params.policy!r}, {fitted}, settings v{self.settings_version})"
+
+    # ---- parameters ----------------------------------------------------------------------------
+    def reload(self) -> None:
+        """Read the parameters stored in the registry (defaults when none are)."""
+        version, values = self.registry.settings()
+        self.params = RouterParams.from_dict(values.get(SETTING))
+        self.settings_version = version
+
+    def save(self) -> int:
+        """Store the parameters in the registry; returns the new settings version."""
+        self.settings_version = self.registry.set_setting(SETTING, self.params.to_dict())
+        return self.settings_version
+
+    def baseline(self) -> Router:
+        return Router(self.registry, self.model, baseline_params(self.params))
+
+    # ---- routing -------------------------------------------------------------------------------
+    def route(self, query: str, top_k: int | None = None, router: str = "text",
+              examples: Sequence[tuple[str, str]] | None = None) -> list[SkillMatch]:
+        """The skills for ``query``, best first, weights summing to 1; ``[]`` means use none.
+        ``examples``: up to two (input, output) pairs the state and hybrid routers read before the
+        query (the text router ignores them)."""
+        query = check_query(query)
+        top_k = self.params.top_k if top_k is None else check_top_k(top_k)
+        examples = check_examples(examples)
+        if router not in ROUTERS:
+            raise RoutingError(f"unknown router {router!r}; choose one of {', '.join(ROUTERS)}")
+        if router == "text":
+            return self.decide(self.retrieve(self.embed([query])[0]), top_k)
+        state_hits = self._state_hits(query, examples)
+        if router == "state":
+            names = [n for n, _ in state_hits]
+            scores = np.array([s for _, s in state_hits], dtype=np.float64)
+            return _select(names, scores, np.full(len(names), self.params.state_threshold), scores, top_k,
+                           self.params.state_temperature)
+        return self._hybrid(self.retrieve(self.embed([query])[0]), state_hits, top_k)
+
+    def embed(self, queries: Sequence[str]) -> np.ndarray:
+        return self.registry.embed_texts(list(queries))
+
+    def retrieve(self, embedding: np.ndarray) -> Retrieval:
+        """The nearest demonstrations (and skill rows, when the policy uses them) of one query."""
+        p, reg = self.params, self.registry
+        demos = [(m.skill, m.similarity) for m in reg.query_demonstrations(embedding, p.n_demos)]
+        rows = [tuple(m) for m in reg.query_skills(embedding, p.n_skill_rows)] if p.policy in rf.NEEDS_SKILL_ROWS else []
+        return Retrieval(tuple(demos), tuple(rows))
+
+    def scores(self, retrieval: Retrieval) -> tuple[rf.Candidates, np.ndarray]:
+        """Candidate skills and their score under the policy."""
+        p = self.params
+        cands = rf.candidates(retrieval.demo_hits, retrieval.skill_hits, p.k_mean)
+        if not len(cands):
+            return cands, np.zeros(0)
+        return cands, rf.POLICIES[p.policy](cands, p.logistic)
+
+    def decide(self, retrieval: Retrieval, top_k: int | None = None) -> list[SkillMatch]:
+        """Thresholds, top-k and weights over the scored candidates of one retrieval."""
+        p = self.params
+        cands, scores = self.scores(retrieval)
+        thresholds = np.array([p.skill_thresholds.get(n, p.threshold) for n in cands.names])
+        return _select(list(cands.names), scores, thresholds, rf.weight_logits(scores, p.policy),
+                       top_k or p.top_k, p.temperature)
+
+    def _state_hits(self, query: str, examples: list[tuple[str, str]]) -> list[tuple[str, float]]:
+        if self.model is None:
+            raise RoutingError("state routing needs a model: Router(registry, model=...) or --model")
+        from skillsoup.routing.state_features import query_vector
+        from skillsoup.routing.state_index import StateFeatureIndex
+
+        if self._state_index is None or self._state_index.model is not self.model:
+            self._state_index = StateFeatureIndex(self.registry, self.model)
+        self._state_index.sync()
+        return self._state_index.query(query_vector(self.model, query, examples), self.params.n_states)
+
+    def _hybrid(self, retrieval: Retrieval, state_hits, top_k: int) -> list[SkillMatch]:
+        p, a = self.params, self.params.hybrid_alpha
+        cands, text = self.scores(retrieval)
+        text_of = dict(zip(cands.names, text))
+        state_of = dict(state_hits)
+        names = list(cands.names) + [n for n in state_of if n not in text_of]
+        t_floor = min(text_of.values(), default=0.0)
+        s_floor = min(state_of.values(), default=0.0)
+        scores = np.array([a * text_of.get(n, t_floor) + (1 - a) * state_of.get(n, s_floor) for n in names])
+        threshold = a * p.threshold + (1 - a) * p.state_threshold
+        return _select(names, scores, np.full(len(names), threshold), scores, top_k, p.state_temperature)
+
+
+def _select(names: list[str], scores: np.ndarray, thresholds: np.ndarray, logits: np.ndarray, top_k: int,
+            temperature: float) -> list[SkillMatch]:
+    """Keep scores >= threshold, best first, at most ``top_k``, softmax(logits / temperature) weights."""
+    kept = np.flatnonzero(np.asarray(scores) >= thresholds)
+    if kept.size == 0:
+        return []
+    order = kept[np.argsort(-np.asarray(scores)[kept], kind="stable")][:top_k]
+    weights = rf.softmax(np.asarray(logits)[order], temperature)
+    return [SkillMatch(names[i], float(scores[i]), float(w)) for i, w in zip(order, weights)]
