@@ -3,7 +3,7 @@
 Every op has a Triton kernel and, beside it in the same module, a ``*_ref`` in PyTorch with the same
 signature (the spec the tests compare against):
 
-    mix.py                      mix_states, mix_skill_states       fused weighted sum of K states
+    mix.py                      mix_states                         fused weighted sum of K flat states
     selective_scan.py           selective_scan                     Mamba-1 prefill from a given state
     causal_conv1d.py            causal_conv1d                      depthwise conv continuing from its cache
     selective_state_update.py   selective_state_update             Mamba-1 decode step
@@ -29,7 +29,7 @@ except Exception as exc:  # a missing or broken triton: dispatch expects ImportE
     ) from exc
 
 from skillsoup_kernels.causal_conv1d import causal_conv1d, causal_conv1d_ref
-from skillsoup_kernels.mix import mix_skill_states, mix_skill_states_ref, mix_states, mix_states_ref
+from skillsoup_kernels.mix import mix_states, mix_states_ref
 from skillsoup_kernels.selective_scan import selective_scan, selective_scan_ref
 from skillsoup_kernels.selective_state_update import selective_state_update, selective_state_update_ref
 from skillsoup_kernels.ssd_scan import mamba_chunk_scan, ssd_scan, ssd_scan_ref
@@ -45,8 +45,7 @@ model_ops = types.SimpleNamespace(
 )
 
 __all__ = [
-    "causal_conv1d", "causal_conv1d_ref", "mamba_chunk_scan", "mix_skill_states", "mix_skill_states_ref",
-    "mix_states", "mix_states_ref", "model_ops", "selective_scan", "selective_scan_ref",
+    "causal_conv1d", "causal_conv1d_ref", "mamba_chunk_scan", "mix_states", "mix_states_ref", "model_ops", "selective_scan", "selective_scan_ref",
     "selective_state_update", "selective_state_update_ref", "ssd_scan", "ssd_scan_ref",
     "ssd_state_update", "ssd_state_update_ref",
 ]

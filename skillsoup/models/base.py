@@ -1,8 +1,12 @@
-"""StateModel: a Mamba / Mamba-2 causal LM whose recurrent state is a value you hold.
+"""StateModel: a recurrent or hybrid causal LM whose state is a value you hold.
 
 ``forward(ids, state)`` runs any number of tokens from any state, exactly and in parallel;
 ``capture`` keeps only the state; ``step`` is the cheap one-token update used for decoding.
 The model never sees skills or files: it takes token ids and SkillStates, and returns them.
+Two backends do the work (:mod:`skillsoup.models.architectures` says which runs what):
+:mod:`skillsoup.models.stack` (Mamba, Mamba-2, FalconMamba: skillsoup's own forward, Triton
+kernels on CUDA) and :mod:`skillsoup.models.hybrid` (hybrids: transformers' model from a rebuilt
+cache).
 """
 
 from __future__ import annotations
@@ -12,67 +16,76 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
-from skillsoup.errors import GenerationError, ModelLoadError, StateMismatchError
-from skillsoup.models import dispatch, mamba1, mamba2
+from skillsoup.errors import GenerationError, MixError, ModelLoadError, StateMismatchError
+from skillsoup.models import dispatch
+from skillsoup.models.architectures import architecture
+from skillsoup.models.hf_cache import CacheDtypes
+from skillsoup.models.hybrid import HFBackend
+from skillsoup.models.stack import StackBackend
 from skillsoup.states.state import SkillState, validate
 
 log = logging.getLogger(__name__)
 
-_MIXERS = {"mamba": mamba1, "mamba2": mamba2}
+LOGITS = ("all", "last", "none")
 
 
 class StateModel:
-    """Wraps a loaded ``MambaForCausalLM`` or ``Mamba2ForCausalLM`` (see :func:`load_model`)."""
+    """Wraps a loaded transformers causal LM of a supported architecture (see :func:`load_model`)."""
 
     def __init__(self, hf_model, tokenizer=None, *, fingerprint: str, source: str = "", impl: str = "auto"):
         self.hf = hf_model.eval()
         self.config = hf_model.config
         self.arch = self.config.model_type
-        if self.arch not in _MIXERS:
-            raise ModelLoadError(f"unsupported architecture {self.arch!r}; skillsoup runs 'mamba' and 'mamba2'")
+        self.architecture = architecture(self.arch)
         self.tokenizer = tokenizer
         self.fingerprint = fingerprint
         self.source = source
-        self._mixer = _MIXERS[self.arch]
         self.impl_name, self._ops = dispatch.resolve(impl, self.device)
+        if self.architecture.backend == "stack":
+            self.backend = StackBackend(self.hf, self.architecture.mixer, self._ops)
+            self.layout = self.architecture.layout(self.config)
+            self.cache_dtypes = CacheDtypes(self.dtype, self.dtype, self.dtype)
+        elif self.architecture.backend == "hf":
+            self.backend = HFBackend(self.hf, self.architecture, self._ops)
+            self.layout, self.cache_dtypes = self.backend.layout, self.backend.dtypes
+        else:  # pragma: no cover - the table only names these two
+            raise ModelLoadError(f"unknown backend {self.architecture.backend!r} for {self.arch}")
         self._neutral: SkillState | None = None
 
     # ---- facts -------------------------------------------------------------------------------
     @property
     def device(self) -> torch.device:
-        return self.hf.lm_head.weight.device
+        return self.hf.get_output_embeddings().weight.device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.hf.lm_head.weight.dtype
+        return self.hf.get_output_embeddings().weight.dtype
 
     @property
     def num_layers(self) -> int:
-        return len(self.hf.backbone.layers)
+        return self.layout.num_layers
 
     @property
     def vocab_size(self) -> int:
-        return self.hf.lm_head.weight.shape[0]
+        return self.hf.get_output_embeddings().weight.shape[0]
 
     def state_shapes(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        """Per-row (conv, ssm) shapes of one layer's state."""
-        return self._mixer.state_shapes(self.config)
+        """Per-row (conv, recurrent) shapes of one recurrent layer's state."""
+        return self.layout.conv_shape, self.layout.recurrent_shape
+
+    def state_nbytes(self, n_kv_tokens: int = 0) -> int:
+        """Bytes of a one-row float32 state holding ``n_kv_tokens`` attention tokens."""
+        return self.layout.nbytes(n_kv_tokens)
 
     def __repr__(self) -> str:
-        return f"StateModel({self.arch}, layers={self.num_layers}, source={self.source!r}, impl={self.impl_name})"
+        return (f"StateModel({self.arch}, {self.layout.describe()}, backend={self.architecture.backend}, "
+                f"source={self.source!r}, impl={self.impl_name})")
 
     # ---- states ------------------------------------------------------------------------------
     def empty_state(self, batch_size: int = 1) -> SkillState:
-        """The state before any token: zeros, exactly what the model starts a prompt from."""
-        conv_shape, ssm_shape = self.state_shapes()
-        z = lambda shape: torch.zeros(batch_size, *shape, device=self.device, dtype=torch.float32)  # noqa: E731
-        return SkillState(
-            conv=[z(conv_shape) for _ in range(self.num_layers)],
-            ssm=[z(ssm_shape) for _ in range(self.num_layers)],
-            n_tokens=[0] * batch_size,
-            fingerprint=self.fingerprint,
-            arch=self.arch,
-        )
+        """The state before any token: zeros (and no KV), exactly what the model starts a prompt from."""
+        fixed = torch.zeros(self.layout.fixed_numel(batch_size), device=self.device, dtype=torch.float32)
+        return SkillState.from_flat(self.layout, fixed, [0] * batch_size, self.fingerprint, self.arch)
 
     def neutral_state(self) -> SkillState:
         """The state after reading only BOS (or nothing when the tokenizer has no BOS): the origin
@@ -84,22 +97,18 @@ class StateModel:
 
     def check_state(self, state: SkillState, source: str = "state", values: bool = True) -> None:
         """Raise StateMismatchError unless ``state`` was made by this model and fits it.
-        ``values=False`` skips the finite-values scan (it syncs a GPU once per layer); files are
-        always scanned when loaded."""
+        ``values=False`` skips the finite-values scan (it syncs a GPU); files are always scanned
+        when loaded."""
         if state.fingerprint != self.fingerprint:
             raise StateMismatchError(
                 f"{source} was captured with another model (fingerprint {state.fingerprint[:12]}, this model "
                 f"is {self.fingerprint[:12]}); recapture it with this model (skillsoup skills rebuild)"
             )
-        conv_shape, ssm_shape = self.state_shapes()
-        if state.arch != self.arch or state.num_layers != self.num_layers:
+        if state.layout != self.layout:
             raise StateMismatchError(
-                f"{source} has {state.num_layers} {state.arch} layers, the model has {self.num_layers} {self.arch}"
-            )
-        if tuple(state.conv[0].shape[1:]) != conv_shape or tuple(state.ssm[0].shape[1:]) != ssm_shape:
-            raise StateMismatchError(
-                f"{source} has conv {tuple(state.conv[0].shape[1:])} / ssm {tuple(state.ssm[0].shape[1:])} per "
-                f"row, the model needs {conv_shape} / {ssm_shape}"
+                f"{source} has {state.layout.describe()} (conv {state.layout.conv_shape}, recurrent "
+                f"{state.layout.recurrent_shape}, kv {state.layout.kv_shape}); the model has {self.layout.describe()} "
+                f"(conv {self.layout.conv_shape}, recurrent {self.layout.recurrent_shape}, kv {self.layout.kv_shape})"
             )
         validate(state, source, values=values)
 
@@ -138,40 +147,12 @@ class StateModel:
 
     def forward_with_grad(self, input_ids, state: SkillState | None = None, *, logits: str = "all"):
         """:meth:`forward` with autograd on: for training the model or tuning a state."""
-        hidden, new_state = self._run(input_ids, state)
-        if logits == "none":
-            return None, new_state
-        if logits == "last":
-            hidden = hidden[:, -1]
-        elif logits != "all":
+        if logits not in LOGITS:
             raise GenerationError(f"logits must be 'all', 'last' or 'none', got {logits!r}")
-        hidden = self.hf.backbone.norm_f(hidden)
-        return self.hf.lm_head(hidden.to(self.dtype)).float(), new_state
-
-    def _run(self, input_ids, state: SkillState | None, log_decay: list | None = None):
-        """Embed and run the stack in parallel -> (last hidden states [b, l, hidden], new state)."""
         ids = self.as_ids(input_ids)
-        bsz, length = ids.shape
-        start = self._start(state, bsz)
-        if length == 0:
+        if ids.shape[1] == 0:
             raise GenerationError("forward needs at least one token")
-        return self._blocks(self._mixer.forward, self.hf.backbone.embeddings(ids), start, length, log_decay)
-
-    def _blocks(self, mixer_fn, hidden, start: SkillState, n_new: int, log_decay: list | None = None):
-        """The residual stack: pre-norm, mixer (forward or step) with its layer's state, residual add.
-        Returns the last hidden states and the new SkillState. ``log_decay`` (a list, forward only)
-        collects each layer's total log-decay over these tokens."""
-        extra = {} if log_decay is None else {"log_decay": log_decay}
-        conv, ssm = [], []
-        for i, layer in enumerate(self.hf.backbone.layers):
-            residual = hidden.float() if layer.residual_in_fp32 else hidden
-            normed = layer.norm(hidden.to(layer.norm.weight.dtype))
-            out, c, s = mixer_fn(layer.mixer, normed, start.conv[i], start.ssm[i], self._ops, **extra)
-            hidden = residual + out
-            conv.append(c)
-            ssm.append(s)
-        n_tokens = [n + n_new for n in start.n_tokens]
-        return hidden, SkillState(conv, ssm, n_tokens, self.fingerprint, self.arch)
+        return self.backend.forward(ids, self._start(state, ids.shape[0]), logits)
 
     def capture(self, input_ids, state: SkillState | None = None) -> SkillState:
         """The state after reading ``input_ids`` from ``state``: what a skill stores."""
@@ -182,19 +163,22 @@ class StateModel:
         """:meth:`capture` plus, per layer, the total log-decay of these tokens (A * sum dt, float32,
         <= 0): exp of it carries an SSM state from before the tokens to after them. Shapes broadcast
         against the layer's ssm state: [b, d, n] (Mamba-1), [b, h, 1, 1] (Mamba-2). For decay
-        mixing; see :func:`skillsoup.states.decay.capture_chunks`."""
+        mixing (recurrent-only models); see :func:`skillsoup.models.chunks.capture_chunks`."""
+        if not isinstance(self.backend, StackBackend):
+            raise MixError(f"decay mixing needs a recurrent-only model (mamba, mamba2, falcon_mamba); this is a "
+                           f"{self.arch} model with {self.layout.describe()}: use mix(...) instead")
+        ids = self.as_ids(input_ids)
+        if ids.shape[1] == 0:
+            raise GenerationError("forward needs at least one token")
         log_decay: list[torch.Tensor] = []
-        new_state = self._run(input_ids, state, log_decay)[1]
+        new_state = self.backend.forward(ids, self._start(state, ids.shape[0]), "none", log_decay)[1]
         return new_state, log_decay
 
     @torch.no_grad()
     def step(self, token_ids, state: SkillState):
         """Decode one token per row: token_ids [b] -> (logits [b, vocab], new state)."""
         ids = torch.as_tensor(token_ids, dtype=torch.long, device=self.device).reshape(-1)
-        start = self._start(state, ids.shape[0])
-        hidden, new_state = self._blocks(self._mixer.step, self.hf.backbone.embeddings(ids), start, 1)
-        hidden = self.hf.backbone.norm_f(hidden)
-        return self.hf.lm_head(hidden.to(self.dtype)).float(), new_state
+        return self.backend.step(ids, self._start(state, ids.shape[0]))
 
     # ---- text --------------------------------------------------------------------------------
     def _need_tokenizer(self):

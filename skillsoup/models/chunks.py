@@ -64,7 +64,7 @@ def capture_chunks(
         else:
             begin = model.empty_state(ids.shape[0])
             if context == "previous":  # the conv window continues across the boundary, the SSM restarts
-                begin.conv = [c.clone() for c in out[-1].state.conv]
+                begin.section("conv").copy_(out[-1].state.section("conv"))
         state, log_decay = model.capture_with_decay(ids, begin)
         out.append(ChunkState(state, log_decay))
     log.debug("captured %d chunks (%s context), %s tokens", len(out), context, sum(c.n_tokens[0] for c in out))

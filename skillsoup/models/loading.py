@@ -1,4 +1,6 @@
-"""load_model: a Hugging Face Mamba / Mamba-2 checkpoint (local folder or hub id) -> StateModel."""
+"""load_model: a Hugging Face checkpoint of a supported recurrent or hybrid model (local folder or hub
+id) -> StateModel. The supported model types, their transformers classes and backends are the table
+in :mod:`skillsoup.models.architectures`."""
 
 from __future__ import annotations
 
@@ -11,11 +13,12 @@ from pathlib import Path
 import torch
 
 from skillsoup.errors import ModelLoadError
+from skillsoup.models.architectures import ARCHITECTURES
 from skillsoup.models.base import StateModel
 
 log = logging.getLogger(__name__)
 
-SUPPORTED = {"mamba": "MambaForCausalLM", "mamba2": "Mamba2ForCausalLM"}
+SUPPORTED = {t: a.hf_class for t, a in ARCHITECTURES.items()}  # model type -> transformers class
 # config entries that do not change what a state means
 _VOLATILE_CONFIG = {
     "transformers_version", "dtype", "torch_dtype", "_name_or_path", "use_cache", "output_hidden_states",
@@ -85,7 +88,7 @@ def load_model(
     dtype: torch.dtype = torch.float32,
     impl: str = "auto",
 ) -> StateModel:
-    """Load a ``MambaForCausalLM`` / ``Mamba2ForCausalLM`` checkpoint and its tokenizer.
+    """Load a checkpoint of a supported architecture (``SUPPORTED``) and its tokenizer.
 
     ``name_or_path`` is a local folder (``save_pretrained`` layout) or a hub id, which needs network
     the first time. Every weight must be present with its expected shape.
@@ -105,8 +108,7 @@ def load_model(
         ) from None
     if config.model_type not in SUPPORTED:
         raise ModelLoadError(
-            f"model {source!r} is a {config.model_type!r} model; skillsoup supports {sorted(SUPPORTED)} "
-            "(MambaForCausalLM, Mamba2ForCausalLM)"
+            f"model {source!r} is a {config.model_type!r} model; skillsoup supports {', '.join(sorted(SUPPORTED))}"
         )
     cls = getattr(transformers, SUPPORTED[config.model_type])
     try:

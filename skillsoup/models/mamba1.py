@@ -1,11 +1,18 @@
-"""Mamba-1 mixer with explicit state, on the weights of a Hugging Face ``MambaMixer``.
+"""Mamba-1 mixer with explicit state, on the weights of a Hugging Face ``MambaMixer`` (also
+``FalconMambaMixer`` and ``JambaMambaMixer``, which add RMS norms on dt, B and C).
 
 Reads top to bottom like the paper's block: in_proj -> causal conv (continuing from the cached
 inputs) -> x_proj to (dt, B, C) -> selective scan (continuing from the cached SSM state) -> gate
 -> out_proj. Shapes are end-of-line comments; names follow ``ops.py``'s glossary.
+
+transformers 5.23 restarts the Mamba-1 scan from zero when it continues several tokens from a
+cache; :func:`install_exact_forward` replaces such a mixer's forward inside a transformers model
+(Jamba) with this exact one, reading and writing the same cache.
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 
@@ -21,6 +28,8 @@ def state_shapes(config) -> tuple[tuple[int, ...], tuple[int, ...]]:
 def _split_xproj(mixer, x):  # x [b, l, d] after conv
     dt_rank, n = mixer.time_step_rank, mixer.ssm_state_size
     dt, B, C = torch.split(mixer.x_proj(x), [dt_rank, n, n], dim=-1)  # [b, l, r], [b, l, n], [b, l, n]
+    if getattr(mixer, "b_layernorm", None) is not None:  # FalconMamba, Jamba: RMS norms on dt, B, C
+        dt, B, C = mixer.dt_layernorm(dt), mixer.b_layernorm(B), mixer.c_layernorm(C)
     dt = dt @ mixer.dt_proj.weight.t()  # [b, l, d], bias added inside the scan (as mamba-ssm does)
     return dt, B, C
 
@@ -62,3 +71,48 @@ def step(mixer, hidden, conv_state, ssm_state, impl):
         ssm_state, x, dt, A, B, C, D=mixer.D, z=gate, dt_bias=mixer.dt_proj.bias, dt_softplus=True
     )
     return mixer.out_proj(y.to(dtype)), conv_state, ssm_state
+
+
+# ---- inside a transformers model ------------------------------------------------------------------
+def is_mamba1_mixer(module) -> bool:
+    return all(hasattr(module, a) for a in ("x_proj", "dt_proj", "A_log", "conv1d", "layer_idx"))
+
+
+def install_exact_forward(hf_model, impl) -> int:
+    """Give every Mamba-1 mixer of ``hf_model`` the exact forward below; returns how many."""
+    mixers = [m for m in hf_model.modules() if is_mamba1_mixer(m)]
+    for mixer in mixers:
+        mixer.forward = functools.partial(exact_hf_forward, mixer, impl)
+    return len(mixers)
+
+
+def exact_hf_forward(mixer, impl, hidden_states, cache_params=None, attention_mask=None, **kwargs):
+    """A transformers Mamba-1 mixer's forward that continues exactly from the cache's conv and SSM
+    state (one token or many), and writes the new ones back into the cache."""
+    if attention_mask is not None and attention_mask.dim() == 2 and hidden_states.shape[1] > 1:
+        hidden_states = (hidden_states * attention_mask[:, :, None]).to(hidden_states.dtype)  # zero padding
+    bsz, length, _ = hidden_states.shape
+    conv_shape, ssm_shape = state_shapes_of(mixer)
+    layer = cache_params.layers[mixer.layer_idx] if cache_params is not None else None
+    if layer is not None and layer.has_previous_state[0]:
+        conv_state, ssm_state = layer.conv_states[0], layer.recurrent_states[0]
+    else:
+        zeros = functools.partial(torch.zeros, device=hidden_states.device, dtype=torch.float32)
+        conv_state, ssm_state = zeros(bsz, *conv_shape), zeros(bsz, *ssm_shape)
+    if length == 1:
+        out, conv_state, ssm_state = step(mixer, hidden_states[:, 0], conv_state, ssm_state, impl)
+        out = out[:, None]
+    else:
+        out, conv_state, ssm_state = forward(mixer, hidden_states, conv_state, ssm_state, impl)
+    if layer is not None:
+        if not layer.is_conv_states_initialized[0]:
+            layer.lazy_initialization(conv_states=conv_state.float(), recurrent_states=ssm_state.float())
+        layer.conv_states[0].copy_(conv_state)
+        layer.recurrent_states[0].copy_(ssm_state)
+        layer.has_previous_state[0] = True
+    return out
+
+
+def state_shapes_of(mixer) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    d = mixer.intermediate_size
+    return (d, mixer.conv_kernel_size), (d, mixer.ssm_state_size)

@@ -34,6 +34,11 @@ class ChunkState:
     log_decay: list[torch.Tensor]
 
     def __post_init__(self) -> None:
+        if self.state.layout.n_recurrent != self.state.num_layers:
+            raise MixError(
+                f"decay mixing composes recurrent states only; this state has {self.state.layout.describe()} "
+                "(attention KV does not decay): use mix(...) for hybrid models"
+            )
         if len(self.log_decay) != self.state.num_layers:
             raise MixError(
                 f"chunk has {len(self.log_decay)} log-decay tensors for {self.state.num_layers} layers; "

@@ -1,20 +1,27 @@
-"""Linear mixing of skill states (State Soup, arXiv 2406.08423).
+"""Linear mixing of skill states (State Soup, arXiv 2406.08423), for recurrent and hybrid models.
 
 ``mix`` is the path the runtime uses; ``mix_ref`` beside it is the readable specification with the
-same signature. A GPU fused kernel with this signature lives in ``skillsoup_kernels.mix_states``.
+same signature. The fixed-size kinds of a state (conv windows, recurrent states) live in one flat
+buffer per state, so ``mix`` computes them as one weighted sum over K flat buffers: one
+``torch.mm`` on CPU, one launch of the Triton kernel ``skillsoup_kernels.mix_states`` on CUDA,
+written straight into ``out`` when a preallocated state is given.
 
 Policies:
-    conv="mix"  the conv states are mixed like the SSM states
-    conv="top"  the conv state of the highest-weighted state is kept (it holds the last few
-                inputs, which are not a task vector)
-    base=S      task arithmetic: S + sum_i w_i (s_i - S), with S usually ``model.neutral_state()``.
-                With weights normalised to 1 this equals plain mixing, so pass normalize=False to
-                add or subtract task vectors with free weights.
-    layers=...  only these layer indices are mixed; the others come whole from the top state
-                (``parse_layers("0-3,6")`` reads them from a user's text).
-
-Decay mixing (``mix_decay`` / ``mix_decay_ref``, :mod:`skillsoup.states.decay`) composes chunk
-states sequentially instead: sum_i (prod_{j>i} D_j) * h_i, as reading them one after another would.
+    conv="mix"    the conv windows are mixed like the recurrent states
+    conv="top"    the conv window of the highest-weighted state is kept (it holds the last few
+                  inputs, which are not a task vector)
+    kv="top"      attention layers keep the KV cache of the highest-weighted state (default)
+    kv="concat"   attention layers read the KV of every state with a positive weight, concatenated,
+                  with log(weight) added to those tokens' attention scores; one-hot weights give
+                  exactly one state's KV. The next position is the longest of those states'.
+    base=S        task arithmetic: S + sum_i w_i (s_i - S), with S usually ``model.neutral_state()``
+                  (fixed-size kinds only; KV follows ``kv``). Pass normalize=False to add or
+                  subtract task vectors with free weights.
+    layers=...    only these model layers' fixed-size kinds are mixed; the others come whole from
+                  the top state (``parse_layers("0-3,6")`` reads them from a user's text). KV
+                  follows ``kv`` on every attention layer.
+docs/states.md says what each KV policy costs. Decay mixing (``mix_decay``,
+:mod:`skillsoup.states.decay`) composes chunk states sequentially instead.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from skillsoup.errors import MixError
 from skillsoup.states.state import SkillState, check_compatible
 
 CONV_POLICIES = ("mix", "top")
+KV_POLICIES = ("top", "concat")
 log = logging.getLogger(__name__)
 
 
@@ -37,12 +45,16 @@ log = logging.getLogger(__name__)
 def _fused_mixer():
     """The Triton one-pass mixer when it imports (chosen once, logged once), else None."""
     try:
-        from skillsoup_kernels import mix_skill_states
+        from skillsoup_kernels import mix_states
     except ImportError as exc:
-        log.info("fused state mixing unavailable (%s); using PyTorch", exc)
+        log.info("fused state mixing unavailable (%s); using torch.mm", exc)
         return None
     log.info("fused state mixing: Triton kernel on CUDA")
-    return mix_skill_states
+    return mix_states
+
+
+def _use_kernel(device: torch.device) -> bool:
+    return device.type == "cuda" and _fused_mixer() is not None
 
 
 def check_weights(states: Sequence[SkillState], weights: Sequence[float], normalize: bool) -> list[float]:
@@ -62,9 +74,11 @@ def check_weights(states: Sequence[SkillState], weights: Sequence[float], normal
     return weights
 
 
-def _check(states, weights, conv, normalize, base, layers):
+def _check(states, weights, conv, kv, normalize, base, layers, out):
     if conv not in CONV_POLICIES:
         raise MixError(f"conv policy must be one of {CONV_POLICIES}, got {conv!r}")
+    if kv not in KV_POLICIES:
+        raise MixError(f"kv policy must be one of {KV_POLICIES}, got {kv!r}")
     weights = check_weights(states, weights, normalize)
     for s in list(states[1:]) + ([base] if base is not None else []):
         check_compatible(states[0], s)
@@ -75,71 +89,144 @@ def _check(states, weights, conv, normalize, base, layers):
     chosen = set(range(n_layers)) if layers is None else set(layers)
     if not chosen or not chosen <= set(range(n_layers)):
         raise MixError(f"layers must be a non-empty subset of 0..{n_layers - 1}, got {sorted(chosen)}")
+    if kv == "concat" and states[0].keys is not None and not any(w > 0 for w in weights):
+        raise MixError(f"kv='concat' needs a positive weight (it concatenates the KV of positive weights), got {weights}")
+    if out is not None:
+        _check_out(states, base, out)
     top = max(range(len(weights)), key=lambda i: weights[i])
     return weights, chosen, top
 
 
-def _result(states, weights, top, conv, ssm) -> SkillState:
+def _check_out(states, base, out) -> None:
+    if not isinstance(out, SkillState):
+        raise MixError(f"out must be a SkillState (e.g. model.empty_state()), got {type(out).__name__}")
+    check_compatible(states[0], out)
     first = states[0]
-    n_tokens = [max(s.n_tokens[r] for s in states) for r in range(first.batch_size)]
-    meta = {"mix": ",".join(f"{w:.6g}" for w in weights)}
-    return SkillState(conv, ssm, n_tokens, first.fingerprint, first.arch, meta)
+    if out.batch_size != first.batch_size or out.fixed.dtype != torch.float32 or out.device != first.device:
+        raise MixError(f"out must be a float32 state of {first.batch_size} rows on {first.device}, got "
+                       f"{out.fixed.dtype} with {out.batch_size} rows on {out.device}")
+    for s in list(states) + ([base] if base is not None else []):
+        if s.fixed.numel() and s.fixed.data_ptr() == out.fixed.data_ptr():
+            raise MixError("out must be a separate state, not one of the states mixed (or the base)")
+
+
+def _weighted_sum(flats: list[torch.Tensor], coeffs: list[float], out: torch.Tensor) -> torch.Tensor:
+    """out = sum_k coeffs[k] * flats[k] over K flat buffers, in one pass (one kernel or one mm)."""
+    if not out.numel():
+        return out
+    if torch.is_grad_enabled() and any(f.requires_grad for f in flats):  # differentiable, then copied
+        w = torch.tensor(coeffs, dtype=torch.float32, device=out.device)
+        return out.copy_(w @ torch.stack([f.float() for f in flats]))
+    if _use_kernel(out.device):
+        return _fused_mixer()(flats, coeffs, out=out)
+    w = torch.tensor([coeffs], dtype=torch.float32, device=out.device)  # [1, K]
+    torch.mm(w, torch.stack([f.float() for f in flats]), out=out.view(1, -1))  # [1, K] @ [K, N]
+    return out
 
 
 def mix(
     states: Sequence[SkillState], weights: Sequence[float], conv: str = "mix", normalize: bool = True,
-    base: SkillState | None = None, layers: Sequence[int] | None = None,
+    base: SkillState | None = None, layers: Sequence[int] | None = None, kv: str = "top",
+    out: SkillState | None = None,
 ) -> SkillState:
-    """Weighted combination of states of one model -> a new float32 SkillState."""
-    weights, chosen, top = _check(states, weights, conv, normalize, base, layers)
-    if states[0].device.type == "cuda" and (fused := _fused_mixer()) is not None:  # one pass, all layers
-        return _result(states, weights, top, *fused(states, weights, conv=conv, base=base, layers=chosen))
-    w = torch.tensor(weights, dtype=torch.float32, device=states[0].device)
+    """Weighted combination of states of one model -> a float32 SkillState (``out`` itself when
+    given: its flat buffer is written in place and its KV fields rebound). The result's KV
+    tensors may share memory with an input's (skillsoup never modifies a state in place)."""
+    weights, chosen, top = _check(states, weights, conv, kv, normalize, base, layers, out)
+    first, top_state = states[0], states[top]
+    sources = list(states) + ([base] if base is not None else [])
+    coeffs = weights + ([1.0 - sum(weights)] if base is not None else [])
+    fixed = out.fixed if out is not None else torch.empty_like(first.fixed, dtype=torch.float32)
+    _weighted_sum([s.fixed for s in sources], coeffs, fixed)
+    result = out if out is not None else SkillState.from_flat(first.layout, fixed, first.n_tokens, first.fingerprint,
+                                                              first.arch)
+    if conv == "top" and first.layout.n_recurrent:
+        result.section("conv").copy_(top_state.section("conv"))
+    for j, layer in enumerate(first.layout.recurrent_layers):
+        if layer not in chosen:  # whole from the top state
+            result.conv[j].copy_(top_state.conv[j])
+            result.recurrent[j].copy_(top_state.recurrent[j])
+    kv_parts, n_tokens = _mixed_kv(states, weights, top, kv)
+    return result.rebind(fixed, kv_parts, n_tokens, _meta(first, weights, kv))
 
-    def combine(tensors: list[torch.Tensor], origin: torch.Tensor | None) -> torch.Tensor:
-        stacked = torch.stack([t.float() for t in tensors])  # [K, ...]
-        if origin is None:
-            return torch.tensordot(w, stacked, dims=1)
-        return origin.float() + torch.tensordot(w, stacked - origin.float(), dims=1)
 
-    ssm, conv_out = [], []
-    for i in range(states[0].num_layers):
-        if i not in chosen:
-            ssm.append(states[top].ssm[i].float().clone())
-            conv_out.append(states[top].conv[i].float().clone())
-            continue
-        ssm.append(combine([s.ssm[i] for s in states], base.ssm[i] if base is not None else None))
-        conv_out.append(
-            combine([s.conv[i] for s in states], base.conv[i] if base is not None else None)
-            if conv == "mix" else states[top].conv[i].float().clone()
-        )
-    return _result(states, weights, top, conv_out, ssm)
+def _meta(first: SkillState, weights: list[float], kv: str) -> dict[str, str]:
+    meta = {"mix": ",".join(f"{w:.6g}" for w in weights)}
+    if first.keys is not None:
+        meta["kv"] = kv
+    return meta
+
+
+def _mixed_kv(states, weights, top, kv):
+    """(KV tensors, n_tokens) of the mix. Without attention layers n_tokens is the longest read."""
+    first = states[0]
+    if first.keys is None:
+        return None, [max(s.n_tokens[r] for s in states) for r in range(first.batch_size)]
+    if kv == "top":
+        t = states[top]
+        return {"keys": t.keys, "values": t.values, "positions": t.positions, "kv_bias": t.kv_bias}, list(t.n_tokens)
+    chosen = [k for k, w in enumerate(weights) if w > 0]
+    parts = {
+        "keys": torch.cat([states[k].keys for k in chosen], dim=3),
+        "values": torch.cat([states[k].values for k in chosen], dim=3),
+        "positions": torch.cat([states[k].positions for k in chosen], dim=1),
+        "kv_bias": torch.cat([states[k].kv_bias + math.log(weights[k]) for k in chosen], dim=1),
+    }
+    return parts, [max(states[k].n_tokens[r] for k in chosen) for r in range(first.batch_size)]
 
 
 def mix_ref(
     states: Sequence[SkillState], weights: Sequence[float], conv: str = "mix", normalize: bool = True,
-    base: SkillState | None = None, layers: Sequence[int] | None = None,
+    base: SkillState | None = None, layers: Sequence[int] | None = None, kv: str = "top",
+    out: SkillState | None = None,
 ) -> SkillState:
-    """Specification of :func:`mix`: one layer, one state at a time."""
-    weights, chosen, top = _check(states, weights, conv, normalize, base, layers)
+    """Specification of :func:`mix`: one layer, one state, one row at a time."""
+    weights, chosen, top = _check(states, weights, conv, kv, normalize, base, layers, out)
+    first = states[0]
 
     def combine(tensors, origin):
-        out = torch.zeros_like(tensors[0], dtype=torch.float32) if origin is None else origin.float().clone()
+        acc = torch.zeros_like(tensors[0], dtype=torch.float32) if origin is None else origin.float().clone()
         for wk, t in zip(weights, tensors):
-            out += wk * (t.float() - (origin.float() if origin is not None else 0))
-        return out
+            acc += wk * (t.float() - (origin.float() if origin is not None else 0))
+        return acc
 
-    ssm, conv_out = [], []
-    for i in range(states[0].num_layers):
-        origin_ssm = base.ssm[i] if base is not None else None
-        origin_conv = base.conv[i] if base is not None else None
-        mixed_here = i in chosen
-        ssm.append(combine([s.ssm[i] for s in states], origin_ssm) if mixed_here else states[top].ssm[i].float().clone())
-        if mixed_here and conv == "mix":
-            conv_out.append(combine([s.conv[i] for s in states], origin_conv))
-        else:
-            conv_out.append(states[top].conv[i].float().clone())
-    return _result(states, weights, top, conv_out, ssm)
+    conv_out, rec_out = [], []
+    for j, layer in enumerate(first.layout.recurrent_layers):
+        mixed_here = layer in chosen
+        rec_out.append(combine([s.recurrent[j] for s in states], base.recurrent[j] if base is not None else None)
+                       if mixed_here else states[top].recurrent[j].float().clone())
+        conv_out.append(combine([s.conv[j] for s in states], base.conv[j] if base is not None else None)
+                        if mixed_here and conv == "mix" else states[top].conv[j].float().clone())
+    keys = values = positions = bias = None
+    n_tokens = [max(s.n_tokens[r] for s in states) for r in range(first.batch_size)]
+    if first.keys is not None:
+        picked = [top] if kv == "top" else [k for k, w in enumerate(weights) if w > 0]
+        keys = [torch.cat([states[k].keys[a].float() for k in picked], dim=2) for a in range(first.layout.n_attention)]
+        values = [torch.cat([states[k].values[a].float() for k in picked], dim=2) for a in range(first.layout.n_attention)]
+        positions = torch.cat([states[k].positions for k in picked], dim=1)
+        shift = [0.0 if kv == "top" else math.log(weights[k]) for k in picked]
+        bias = torch.cat([states[k].kv_bias.float() + d for k, d in zip(picked, shift)], dim=1)
+        n_tokens = [max(states[k].n_tokens[r] for k in picked) for r in range(first.batch_size)]
+    result = SkillState(conv_out, rec_out, n_tokens, first.fingerprint, first.arch, _meta(first, weights, kv),
+                        keys=keys, values=values, positions=positions, kv_bias=bias,
+                        layer_kinds=first.layout.layer_kinds)
+    if out is None:
+        return result
+    out.fixed.copy_(result.fixed)
+    return out.rebind(out.fixed, result._kv(), result.n_tokens, result.meta)
+
+
+def mix_rows(bank: torch.Tensor, weights: Sequence[float] | torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """sum_k weights[k] * bank[k] for a [K, N] bank of flat buffers (``SkillState.fixed`` of K
+    states of one model, stored as rows of one tensor): exactly one ``torch.mm``, into ``out``
+    ([N]) when given. For state banks that keep many skills' states side by side."""
+    w = torch.as_tensor(weights, dtype=bank.dtype, device=bank.device).reshape(1, -1)
+    if w.shape[1] != bank.shape[0]:
+        raise MixError(f"got {bank.shape[0]} bank rows but {w.shape[1]} weights")
+    if out is None:
+        return torch.mm(w, bank)[0]
+    torch.mm(w, bank, out=out.view(1, -1))
+    return out
 
 
 # ---- layer ranges from user text ----------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""kernels/mix.py: the fused weighted sum against its reference, and mix_skill_states against both
-its reference and skillsoup.states.mixing.mix_ref (the spec of the path it accelerates)."""
+"""kernels/mix.py: the fused weighted sum against its reference, and skillsoup.states.mixing.mix on
+the kernel (flat state buffers, written into a preallocated state) against mix_ref."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import skillsoup_kernels  # noqa: E402
 from kernel_cases import DTYPE_IDS, TOL, assert_close, randn, strided  # noqa: E402
 from skillsoup_kernels import mix as mix_module  # noqa: E402
 
+from skillsoup.states import mixing  # noqa: E402
 from skillsoup.states.mixing import mix_ref  # noqa: E402
 from skillsoup.states.state import SkillState  # noqa: E402
 
@@ -60,43 +61,63 @@ def test_mix_states_with_autograd_stays_differentiable(device):
     assert torch.allclose(a.grad, torch.full_like(a, 2.0))
 
 
-# ---- whole SkillStates ---------------------------------------------------------------------------
-def _states(device, arch, k=3, layers=3, rows=2):
-    ssm_shape = (13, 5) if arch == "mamba" else (3, 4, 5)
+def test_mix_states_writes_into_out(device):
+    tensors = [randn(2, 300, device=device) for _ in range(3)]
+    out = torch.full((2, 300), float("nan"), device=device)
+    got = skillsoup_kernels.mix_states(tensors, WEIGHTS[:3], out=out)
+    assert got is out
+    assert_close("into out", out, skillsoup_kernels.mix_states_ref(tensors, WEIGHTS[:3]), TOL[torch.float32])
+    with pytest.raises(ValueError, match="contiguous float32"):
+        skillsoup_kernels.mix_states(tensors, WEIGHTS[:3], out=torch.empty(2, 300, device=device, dtype=torch.bfloat16))
+
+
+# ---- whole SkillStates: the flat buffers through skillsoup.states.mixing.mix -------------------------
+def _states(device, kinds, k=3, rows=2, n_kv=(4, 2, 5)):
+    rec = [i for i, kind in enumerate(kinds) if "recurrent" in kind]
+    att = [i for i, kind in enumerate(kinds) if "attention" in kind]
     return [
         SkillState(
-            conv=[randn(rows, 11, 4, device=device) for _ in range(layers)],
-            ssm=[randn(rows, *ssm_shape, device=device) for _ in range(layers)],
-            n_tokens=[5 + i] * rows, fingerprint="f" * 64, arch=arch,
+            conv=[randn(rows, 11, 4, device=device) for _ in rec],
+            ssm=[randn(rows, 3, 4, 5, device=device) for _ in rec],
+            n_tokens=[5 + i] * rows, fingerprint="f" * 64, arch="test", layer_kinds=kinds,
+            keys=[randn(rows, 2, n_kv[i], 6, device=device) for _ in att] if att else None,
+            values=[randn(rows, 2, n_kv[i], 3, device=device) for _ in att] if att else None,
         )
         for i in range(k)
     ]
 
 
+KINDS = [
+    pytest.param(("recurrent",) * 3, id="mamba2-3-layers"),
+    pytest.param(("recurrent", "attention", "none", "recurrent+attention", "attention"), id="hybrid-5-layers"),
+]
 POLICIES = [
     pytest.param(dict(conv="mix"), id="conv-mix"),
     pytest.param(dict(conv="top"), id="conv-top"),
     pytest.param(dict(conv="mix", base=True), id="task-arithmetic-base"),
     pytest.param(dict(conv="mix", layers=[0, 2]), id="layers-0-2"),
+    pytest.param(dict(conv="mix", kv="concat"), id="kv-concat"),
 ]
 
 
-@pytest.mark.parametrize("arch", ["mamba", "mamba2"])
+@pytest.mark.parametrize("kinds", KINDS)
 @pytest.mark.parametrize("policy", POLICIES)
-def test_mix_skill_states_matches_mixing_spec(device, arch, policy):
-    states = _states(device, arch)
-    raw = [0.5, -0.2, 0.4]  # not normalised: mixing.mix normalises before calling the kernel, or not at all
-    base = _states(device, arch, k=1)[0] if policy.get("base") else None
-    options = dict(conv=policy["conv"], base=base, layers=policy.get("layers"))
-    conv, ssm = skillsoup_kernels.mix_skill_states(states, raw, **options)
-    conv_ref, ssm_ref = skillsoup_kernels.mix_skill_states_ref(states, raw, **options)
-    spec = mix_ref(states, raw, normalize=False, **options)  # what skillsoup.states.mixing.mix must return
-    for i in range(len(ssm)):
-        assert_close(f"ssm.{i} vs ref", ssm[i], ssm_ref[i], TOL[torch.float32])
-        assert_close(f"conv.{i} vs ref", conv[i], conv_ref[i], TOL[torch.float32])
-        assert_close(f"ssm.{i} vs mix_ref", ssm[i], spec.ssm[i], TOL[torch.float32])
-        assert_close(f"conv.{i} vs mix_ref", conv[i], spec.conv[i], TOL[torch.float32])
-    assert all(t.dtype == torch.float32 for t in conv + ssm)
+def test_mix_on_the_kernel_equals_mix_ref(device, kinds, policy, monkeypatch):
+    """skillsoup.states.mixing.mix takes the kernel on CUDA; here it is forced onto the device under
+    test, with out= a preallocated state, and must equal the per-layer specification."""
+    monkeypatch.setattr(mixing, "_use_kernel", lambda dev: True)
+    states = _states(device, kinds)
+    raw = [0.5, -0.2, 0.4]  # not normalised
+    base = _states(device, kinds, k=1)[0] if policy.get("base") else None
+    options = dict(conv=policy["conv"], base=base, layers=policy.get("layers"), kv=policy.get("kv", "top"))
+    out = _states(device, kinds, k=1)[0]
+    out.fixed.fill_(float("nan"))
+    got = mixing.mix(states, raw, normalize=False, out=out, **options)
+    spec = mix_ref(states, raw, normalize=False, **options)
+    assert got is out
+    assert_close("flat buffer vs mix_ref", got.fixed, spec.fixed, TOL[torch.float32])
+    if got.keys is not None:
+        assert torch.equal(got.keys, spec.keys) and torch.equal(got.kv_bias, spec.kv_bias)
 
 
 class _CountingKernel:
@@ -110,17 +131,9 @@ class _CountingKernel:
         return self.kernel[grid]
 
 
-def test_mix_skill_states_uses_one_launch_per_tensor_kind(device, monkeypatch):
+def test_mixing_whole_states_is_one_launch(device, monkeypatch):
     counting = _CountingKernel(mix_module._mix_kernel)
     monkeypatch.setattr(mix_module, "_mix_kernel", counting)
-    skillsoup_kernels.mix_skill_states(_states(device, "mamba", k=8, layers=5), [1 / 8] * 8)
-    assert [grid[1] for grid in counting.grids] == [5, 5]  # all 5 layers' SSM tensors at once, then all conv
-
-
-def test_mix_skill_states_copies_what_it_does_not_mix(device):
-    states = _states(device, "mamba", k=2)
-    before = states[1].conv[0].clone()
-    conv, ssm = skillsoup_kernels.mix_skill_states(states, [0.25, 0.75], conv="top", layers=[1])
-    assert torch.equal(conv[0], before) and torch.equal(ssm[0], states[1].ssm[0])  # from the top state
-    conv[0].add_(1.0)
-    assert torch.equal(states[1].conv[0], before)  # a copy, not a view of the input
+    monkeypatch.setattr(mixing, "_use_kernel", lambda dev: True)
+    mixing.mix(_states(device, ("recurrent",) * 5, k=8), [1 / 8] * 8)
+    assert len(counting.grids) == 1 and counting.grids[0][1] == 1  # 5 layers x 2 kinds x 8 states: one launch

@@ -94,3 +94,36 @@ def test_states_of_different_models_do_not_mix(mamba_dir, mamba2_dir):
     b = load_model(mamba2_dir).capture([[4, 5]])
     with pytest.raises(StateMismatchError, match="different models"):
         mix([a, b], [1, 1])
+
+
+@pytest.mark.parametrize("options", [dict(), dict(conv="top"), dict(layers=[1]), dict(base="neutral")],
+                         ids=["mix", "conv-top", "layer-1", "task-arithmetic"])
+def test_mix_into_a_preallocated_state_equals_mix_ref(model, states, options):
+    if options.get("base"):
+        options = dict(base=model.neutral_state(), normalize=False)
+    out = model.empty_state()
+    out.fixed.fill_(float("nan"))  # every element must be written
+    buffer = out.fixed.data_ptr()
+    got = mix(states[:3], [0.5, -0.25, 0.75], out=out, **options)
+    assert got is out and out.fixed.data_ptr() == buffer  # written in place, no new buffer
+    _close(got, mix_ref(states[:3], [0.5, -0.25, 0.75], **options))
+    again = mix_ref(states[:3], [0.5, -0.25, 0.75], out=model.empty_state(), **options)
+    _close(again, got)
+
+
+def test_mix_into_rejects_an_unfit_or_aliased_out(model, states):
+    with pytest.raises(MixError, match="separate state"):
+        mix(states[:2], [0.5, 0.5], out=states[0])
+    with pytest.raises(MixError, match="2 rows"):
+        mix([s.expand(2) for s in states[:2]], [0.5, 0.5], out=model.empty_state())
+    with pytest.raises(MixError, match="SkillState"):
+        mix(states[:2], [0.5, 0.5], out=torch.zeros(3))
+
+
+def test_mix_rows_is_one_product_over_a_bank(states):
+    from skillsoup.states.mixing import mix_rows
+
+    bank = torch.stack([s.fixed for s in states])  # [K, N]: K states' flat buffers side by side
+    out = torch.empty_like(states[0].fixed)
+    assert mix_rows(bank, [0.1, 0.2, 0.3, 0.4], out=out) is out
+    assert_close("bank mix", out, mix(states, [0.1, 0.2, 0.3, 0.4], normalize=False).fixed, 1e-6)

@@ -1,0 +1,148 @@
+"""State files: safetensors with string metadata, no pickle; writing is atomic.
+
+Formats (the ``format`` metadata entry):
+    skillsoup-state/2   tensors ``fixed`` (every fixed-size kind of every layer, one flat buffer:
+                        see :mod:`skillsoup.states.state`) and, for models with attention layers,
+                        ``keys``, ``values``, ``positions``, ``kv_bias``; the layout as JSON
+    skillsoup-state/1   written before hybrid models: tensors ``conv.{i}`` / ``ssm.{i}`` per layer of
+                        a Mamba / Mamba-2 model. Still read; written no more.
+Anything else fails with a StateFileError that names ``skillsoup skills rebuild``.
+
+This module knows bytes and tensors only; :class:`skillsoup.states.state.SkillState` builds itself
+from :func:`decode`'s result.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from skillsoup.errors import StateFileError
+from skillsoup.states.layout import StateLayout
+
+log = logging.getLogger(__name__)
+
+FORMAT = "skillsoup-state/2"
+FORMAT_V1 = "skillsoup-state/1"
+V1_ARCHS = ("mamba", "mamba2")
+KV_TENSORS = ("keys", "values", "positions", "kv_bias")
+REBUILD = "recompute it (skillsoup skills rebuild)"
+
+
+@dataclass
+class StateParts:
+    """What a state file holds, before it becomes a SkillState."""
+
+    layout: StateLayout
+    fixed: torch.Tensor
+    n_tokens: list[int]
+    fingerprint: str
+    arch: str
+    meta: dict[str, str] = field(default_factory=dict)
+    kv: dict[str, torch.Tensor] = field(default_factory=dict)  # keys, values, positions, kv_bias
+
+
+def encode(parts: StateParts, dtype: torch.dtype) -> bytes:
+    """The bytes of a format-2 state file."""
+    from safetensors.torch import save
+
+    meta = {
+        "format": FORMAT,
+        "arch": parts.arch,
+        "fingerprint": parts.fingerprint,
+        "layout": json.dumps(parts.layout.to_dict(), sort_keys=True),
+        "n_tokens": json.dumps(parts.n_tokens),
+        "dtype": str(dtype).removeprefix("torch."),
+        "meta": json.dumps(parts.meta, sort_keys=True),
+    }
+    tensors = {"fixed": parts.fixed, **parts.kv}
+    return save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=meta)
+
+
+def decode(data: bytes, source: str) -> StateParts:
+    """Read a format-2 or format-1 state file; StateFileError for anything else."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    hint = f"it is truncated or not a skillsoup state file; {REBUILD}"
+    try:
+        header_len = int.from_bytes(data[:8], "little")
+        header = json.loads(data[8 : 8 + header_len])
+        tensors = load(data)
+    except (SafetensorError, ValueError, UnicodeDecodeError, RuntimeError) as exc:
+        raise StateFileError(f"cannot read state file {source}: {hint} ({exc})") from None
+    meta = header.get("__metadata__") or {}
+    version = meta.get("format")
+    try:
+        if version == FORMAT:
+            return _decode_v2(tensors, meta, source)
+        if version == FORMAT_V1:
+            return _decode_v1(tensors, meta, source)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise StateFileError(f"{source} misses or garbles entry {exc}: {hint}") from None
+    raise StateFileError(
+        f"{source} has format {version!r}; this skillsoup reads {FORMAT!r} and {FORMAT_V1!r}: {REBUILD}"
+    )
+
+
+def _common(meta: dict) -> dict:
+    return {"n_tokens": [int(n) for n in json.loads(meta["n_tokens"])], "fingerprint": str(meta["fingerprint"]),
+            "arch": str(meta["arch"]), "meta": {str(k): str(v) for k, v in json.loads(meta.get("meta", "{}")).items()}}
+
+
+def _decode_v2(tensors: dict, meta: dict, source: str) -> StateParts:
+    layout = StateLayout.from_dict(json.loads(meta["layout"]))
+    expected = {"fixed", *(KV_TENSORS if layout.has_kv else ())}
+    if set(tensors) != expected:
+        raise StateFileError(f"{source} holds tensors {sorted(tensors)}, expected {sorted(expected)}: {REBUILD}")
+    return StateParts(layout, tensors["fixed"], kv={k: tensors[k] for k in KV_TENSORS if k in tensors}, **_common(meta))
+
+
+def _decode_v1(tensors: dict, meta: dict, source: str) -> StateParts:
+    """Format 1: one ``conv.{i}`` [b, c, k] and one ``ssm.{i}`` per layer of a pure Mamba model."""
+    n_layers = int(meta["num_layers"])
+    common = _common(meta)
+    if common["arch"] not in V1_ARCHS:
+        raise StateFileError(f"{source} is a format-1 state of unknown architecture {common['arch']!r}: {REBUILD}")
+    if len(tensors) != 2 * n_layers or n_layers < 1:
+        raise StateFileError(f"{source} holds {len(tensors)} tensors, expected {2 * n_layers}: {REBUILD}")
+    conv = [tensors[f"conv.{i}"] for i in range(n_layers)]
+    ssm = [tensors[f"ssm.{i}"] for i in range(n_layers)]
+    for name, group in (("conv", conv), ("ssm", ssm)):
+        for i, t in enumerate(group):
+            if t.shape != group[0].shape or t.dim() < 3:
+                raise StateFileError(f"{source}: {name}.{i} has shape {tuple(t.shape)}, expected "
+                                     f"{tuple(group[0].shape)} like layer 0: {REBUILD}")
+    layout = StateLayout.recurrent_only(n_layers, conv[0].shape[1:], ssm[0].shape[1:])
+    # the flat buffer is [conv of every layer | ssm of every layer], each [layers, b, ...]
+    fixed = torch.cat([t.reshape(-1) for t in conv] + [t.to(conv[0].dtype).reshape(-1) for t in ssm])
+    log.debug("read format-1 state %s (%d layers)", source, n_layers)
+    return StateParts(layout, fixed, **common)
+
+
+def write_atomic(path: Path, blob: bytes) -> None:
+    """temp file in the same folder, fsync, rename: readers see the old file or the new one."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(blob)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    try:  # make the rename durable
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        log.debug("could not fsync directory %s", path.parent)
