@@ -4,11 +4,10 @@
     session.first_start(confirm)              # an empty registry: offer the bundled skills
     while session.handle(read_line()): pass   # False once the user quits
 
-A line is a request (answered by streaming, then one dim line naming the skills used, their
-weights and the timings) or a slash command (``COMMANDS``). Odd input gets a short note, every
-:class:`~skillsoup.errors.SkillsoupError` one red line, and Ctrl-C during an answer stops that
-answer only. The module renders only through the Console it is given (the CLI passes its own,
-tests a StringIO one); reading lines, history and the terminal belong to ``skillsoup.cli.chat``.
+A line is a request (answered by streaming, then one dim line naming the skills used, their weights and the
+timings) or a slash command (``COMMANDS``). Odd input gets a short note, every SkillsoupError one red line, and
+Ctrl-C during an answer stops that answer only. The module renders only through the Console it is given (the
+CLI passes its own, tests a StringIO one); reading lines, history and the terminal belong to ``cli.chat``.
 """
 
 from __future__ import annotations
@@ -33,9 +32,9 @@ from rich.table import Table
 from skillsoup.errors import GenerationError, MixError, RoutingError, SkillsoupError
 from skillsoup.models.generation import MAX_NEW_TOKENS
 from skillsoup.routing.router import MAX_QUERY_CHARS, ROUTERS
-from skillsoup.runtime import MIX_MODES, Answer, SkillSoup
+from skillsoup.runtime import KV_MODES, MIX_MODES, Answer, SkillSoup
 from skillsoup.skills.loader import bundled_skills_dir, load_skills
-from skillsoup.states.mixing import parse_layers
+from skillsoup.states.mixing import parse_layers, parse_policies
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +46,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "/route": ("QUERY", "which skills QUERY goes to, with scores and weights (nothing is generated)"),
     "/use": ("NAME[:WEIGHT] ...", "pin skills for the next answers instead of routing"),
     "/auto": ("", "route each request again (undoes /use)"),
-    "/mix": ("MODE", f"how the conv states of mixed skills combine: {', '.join(MIX_MODES)}"),
+    "/mix": ("[conv=]MODE [kv=KV]", f"mixing: conv states {'|'.join(MIX_MODES)}, hybrids' KV {'|'.join(KV_MODES)}"),
     "/layers": ("RANGE", "which layers are mixed, e.g. 0-1 (the others come from the top skill), or all"),
     "/router": ("KIND", f"how requests are routed: {', '.join(ROUTERS)}"),
     "/temperature": ("X", "sampling temperature, 0 = greedy"),
@@ -65,7 +64,8 @@ class ChatOptions:
     """What the next answer is made with; checked where it is set."""
 
     router: str = "text"
-    mix: str = "mix"
+    mix: str = "mix"  # conv policy
+    kv: str = "top"  # attention KV policy (hybrid models)
     layers: str = "all"  # "all" or ranges like "0-1,3"; checked against the model when used
     max_new_tokens: int = 64
     temperature: float = 0.0
@@ -74,8 +74,8 @@ class ChatOptions:
     def __post_init__(self) -> None:
         if self.router not in ROUTERS:
             raise RoutingError(f"unknown router {self.router!r}; choose one of {', '.join(ROUTERS)}")
-        if self.mix not in MIX_MODES:
-            raise MixError(f"unknown mixing mode {self.mix!r}; choose one of {', '.join(MIX_MODES)}")
+        if self.mix not in MIX_MODES or self.kv not in KV_MODES:
+            raise MixError(f"unknown mixing mode {self.mix!r} / kv {self.kv!r}; choose {MIX_MODES} / {KV_MODES}")
         parse_layers(self.layers)
         n = self.max_new_tokens
         if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_NEW_TOKENS:
@@ -134,8 +134,8 @@ class ChatSession:
     def ask(self, query: str) -> Answer:
         """Stream the answer to ``query`` onto the console; Ctrl-C while it is written stops it."""
         o = self.options
-        stream = self.soup.stream(query, skills=dict(o.pins) or None, mix=o.mix, router=o.router, layers=o.layers,
-                                  max_new_tokens=o.max_new_tokens, temperature=o.temperature)
+        stream = self.soup.stream(query, skills=dict(o.pins) or None, mix=o.mix, kv=o.kv, router=o.router,
+                                  layers=o.layers, max_new_tokens=o.max_new_tokens, temperature=o.temperature)
         stopped = False
         try:
             for piece in stream:
@@ -278,7 +278,12 @@ class ChatSession:
         self.console.print(f"routing each request ({self.options.router} router)", markup=False)
 
     def _cmd_mix(self, rest: str) -> None:
-        self._set("mix", rest, str, f"mixing mode (one of {', '.join(MIX_MODES)})")
+        try:  # a bare /mix shows the policies
+            conv, kv = parse_policies(rest, self.options.mix, self.options.kv)
+        except MixError as exc:
+            return self._note(str(exc))
+        self.options = replace(self.options, mix=conv, kv=kv)
+        self.console.print(f"mix {conv}, kv {kv}", markup=False)
 
     def _cmd_layers(self, rest: str) -> None:
         self._set("layers", rest.replace(" ", ""), str, "layers to mix (all, or ranges like 0-1,3)")
@@ -307,9 +312,9 @@ class ChatSession:
     def _cmd_reset(self, rest: str) -> None:
         o = self.options = self._start
         self.transcript.clear()
-        self.console.print(f"reset: {'pinned skills' if o.pins else 'routing'} ({o.router} router), mix {o.mix} "
-                           f"(layers {o.layers}), "
-                           f"temperature {o.temperature:g}, max tokens {o.max_new_tokens}; transcript cleared",
+        self.console.print(f"reset: {'pinned skills' if o.pins else 'routing'} ({o.router} router), mix {o.mix} kv "
+                           f"{o.kv} (layers {o.layers}), temperature {o.temperature:g}, max tokens {o.max_new_tokens}; "
+                           "transcript cleared",
                            markup=False, soft_wrap=True)
 
     def _cmd_save(self, rest: str) -> None:
@@ -365,9 +370,7 @@ def check_line(line: str) -> str | None:
     if len(line) > MAX_QUERY_CHARS:
         return f"the line has {len(line):,} characters; the limit is {MAX_QUERY_CHARS:,} (shorten it)"
     bad = next((c for c in line if c != "\t" and unicodedata.category(c) in ("Cc", "Cs")), None)
-    if bad is not None:
-        return f"the line holds a control character ({bad!r}); type plain text"
-    return None
+    return f"the line holds a control character ({bad!r}); type plain text" if bad is not None else None
 
 
 def answer_line(answer: Answer) -> str:

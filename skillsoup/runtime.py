@@ -35,11 +35,12 @@ from skillsoup.models.generation import StopDecoder, check_generation_options
 from skillsoup.routing.router import Router, SkillMatch, check_query
 from skillsoup.skills.skill import DEFAULT_TEMPLATE, Skill
 from skillsoup.states.cache import DEFAULT_BUDGET, StateCache
-from skillsoup.states.mixing import CONV_POLICIES, mix, parse_layers
+from skillsoup.states.mixing import CONV_POLICIES, KV_POLICIES, mix, parse_layers
 
 log = logging.getLogger(__name__)
 
 MIX_MODES = CONV_POLICIES  # how the conv states are combined; see skillsoup.states.mixing
+KV_MODES = KV_POLICIES  # how hybrid models' attention KV is combined (docs/states.md)
 DEFAULT_SKILL = Skill("default", "the default template", (), DEFAULT_TEMPLATE)
 
 
@@ -169,14 +170,17 @@ class SkillSoup:
                routing: bool = True, router: str = "text", top_k: int | None = None,
                examples: Sequence[tuple[str, str]] | None = None, max_new_tokens: int = 64,
                temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
-               layers: str | Sequence[int] | None = None) -> Stream:
+               layers: str | Sequence[int] | None = None, kv: str = "top") -> Stream:
         """Route (or take ``skills``: {name: weight} or names, equal weights), mix the states with
-        conv policy ``mix`` (only ``layers``, e.g. "0-1", when given; the other layers come from the
+        conv policy ``mix`` and, for hybrid models, attention-KV policy ``kv`` ("top" or "concat",
+        see docs/states.md) (only ``layers``, e.g. "0-1", when given; the other layers come from the
         top skill), and stream the answer. Routing and loading happen now, so their errors
         surface here; generation happens as the stream is read."""
         query = check_query(query)
         if mix not in MIX_MODES:
             raise MixError(f"unknown mixing mode {mix!r}; choose one of {', '.join(MIX_MODES)}")
+        if kv not in KV_MODES:
+            raise MixError(f"unknown kv policy {kv!r}; choose one of {', '.join(KV_MODES)}")
         check_generation_options(max_new_tokens, temperature, top_p, None, seed)
         if isinstance(layers, str):
             layers = parse_layers(layers, self.model.num_layers)
@@ -189,7 +193,7 @@ class SkillSoup:
         else:
             matches = ()
         t1 = time.perf_counter()
-        state, template = self.state_for(matches, mix, layers)
+        state, template = self.state_for(matches, mix, layers, kv)
         t2 = time.perf_counter()
         timings = {"route_ms": (t1 - t0) * 1000 if not pinned and routing else 0.0, "load_mix_ms": (t2 - t1) * 1000}
         pieces = self._generate(template.render_query(query), state, template.stop_strings(), timings,
@@ -217,10 +221,11 @@ class SkillSoup:
         pairs.sort(key=lambda p: -p[1])
         return tuple(SkillMatch(n, 1.0, float(w) / total) for n, w in pairs)
 
-    def state_for(self, matches: Sequence[SkillMatch], mode: str = "mix", layers: Sequence[int] | None = None):
+    def state_for(self, matches: Sequence[SkillMatch], mode: str = "mix", layers: Sequence[int] | None = None,
+                  kv: str = "top"):
         """The state an answer to ``matches`` starts from, and the skill whose template renders the
-        query: the matches' stored states mixed with their weights (conv policy ``mode``, only
-        ``layers`` when given); no match = the neutral state and the default template."""
+        query: the matches' stored states mixed with their weights (conv policy ``mode``, KV policy
+        ``kv``, only ``layers`` when given); no match = the neutral state and the default template."""
         if not matches:
             return self.model.neutral_state(), DEFAULT_SKILL
         states, top = [], None
@@ -231,7 +236,7 @@ class SkillSoup:
             states.append(self.cache.get(key, lambda name=m.name: self.registry.state(name, self.model)))
         if len(states) == 1:
             return states[0], top
-        return mix(states, [m.weight for m in matches], conv=mode, layers=layers), top
+        return mix(states, [m.weight for m in matches], conv=mode, layers=layers, kv=kv), top
 
     def _generate(self, prompt: str, state, stop: list[str], timings: dict, options: dict) -> Iterator[str]:
         """Prefill all prompt tokens but the last, then decode from the last one; fills ``timings``."""

@@ -37,6 +37,22 @@ def tiny_model(mamba_dir):
     return load_model(mamba_dir)
 
 
+@pytest.fixture(scope="session")
+def hybrid_dir(tmp_path_factory):
+    """A tiny random Jamba (Mamba-1 mixers, attention, MoE) with a tokenizer: the hybrid the
+    registry, runtime, compose, eval and CLI tests run on."""
+    from hybrid_configs import build_hybrid
+
+    return build_hybrid(tmp_path_factory.mktemp("jamba"), "jamba")
+
+
+@pytest.fixture(scope="session")
+def hybrid_model(hybrid_dir):
+    from skillsoup import load_model
+
+    return load_model(hybrid_dir)
+
+
 @pytest.fixture
 def one_torch_thread():
     """Tiny ops on a shared 2-core machine crawl with two contending threads; folders whose tests

@@ -64,6 +64,7 @@ def chat(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Add the bundled skills to an empty registry, unasked.")] = False,
     router: Annotated[str, typer.Option("--router", "-r", help="text, state or hybrid.")] = "text",
     mix: Annotated[str, typer.Option("--mix", help="Conv states of mixed skills: mix or top.")] = "mix",
+    kv: Annotated[str, typer.Option("--kv", help="Attention KV of mixed skills (hybrid models): top or concat.")] = "top",
     max_tokens: Annotated[int, typer.Option("--max-tokens", "-n", help="Most new tokens per answer.")] = 64,
     temperature: Annotated[float, typer.Option("--temperature", "-t", help="0 = greedy.")] = 0.0,
 ) -> None:
@@ -72,7 +73,7 @@ def chat(
     from skillsoup.chat import ChatOptions, ChatSession
     from skillsoup.runtime import SkillSoup
 
-    options = ChatOptions(router=router, mix=mix, max_new_tokens=max_tokens, temperature=temperature)  # checked first
+    options = ChatOptions(router=router, mix=mix, kv=kv, max_new_tokens=max_tokens, temperature=temperature)  # checked first
     m = load_cli_model(model)
     with open_registry(registry, chroma_url) as reg:
         session = ChatSession(SkillSoup(reg, m), console, options)

@@ -31,6 +31,8 @@ def compose(
     template: Annotated[Optional[str], typer.Option("--template", help="Template for the examples (default: the first source's); \\n is a newline.")] = None,
     description: Annotated[Optional[str], typer.Option("--description", help="What the composite does (default: from its sources).")] = None,
     replace: Annotated[bool, typer.Option("--replace", help="Overwrite a skill of that name.")] = False,
+    conv: Annotated[str, typer.Option("--conv", help="Conv states of the mixed skills: mix or top.")] = "mix",
+    kv: Annotated[str, typer.Option("--kv", help="Attention KV of the mixed skills (hybrid models): top or concat.")] = "top",
     registry: RegistryOpt = None,
     chroma_url: ChromaUrlOpt = None,
     model: ModelOpt = None,
@@ -45,7 +47,7 @@ def compose(
     with open_registry(registry, chroma_url) as reg:
         result, added = compose_skill(
             reg, m, name, names, pairs, template=_unescape(template) if template is not None else None,
-            description=description, budget=budget, seed=seed, holdout=holdout, replace=replace,
+            description=description, budget=budget, seed=seed, holdout=holdout, replace=replace, conv=conv, kv=kv,
         )
     table = Table(title=f"compose {name}: {result.evaluations} evaluations, {result.method}, seed {seed}")
     table.add_column("mix")

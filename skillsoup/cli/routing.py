@@ -118,6 +118,7 @@ def ask(
     as_json: JsonOpt = False,
     skill: Annotated[Optional[list[str]], typer.Option("--skill", "-s", help="Pin NAME[:WEIGHT] instead of routing (repeatable).")] = None,
     mix: Annotated[str, typer.Option("--mix", help="Conv states of mixed skills: mix or top.")] = "mix",
+    kv: Annotated[str, typer.Option("--kv", help="Attention KV of mixed skills (hybrid models): top or concat.")] = "top",
     no_route: Annotated[bool, typer.Option("--no-route", help="Use no skill unless --skill is given.")] = False,
     router: RouterOpt = "text",
     top_k: TopKOpt = None,
@@ -136,7 +137,7 @@ def ask(
     m = load_cli_model(model)
     with open_registry(registry, chroma_url) as reg:
         soup = SkillSoup(reg, m)
-        stream = soup.stream(query, skills=pins, mix=mix, routing=not no_route, router=router, top_k=top_k,
+        stream = soup.stream(query, skills=pins, mix=mix, kv=kv, routing=not no_route, router=router, top_k=top_k,
                              max_new_tokens=max_tokens, temperature=temperature, seed=seed)
         if as_json:
             typer.echo(json.dumps(stream.read().to_dict(), ensure_ascii=False))

@@ -115,6 +115,7 @@ def show(
     with open_registry(registry, chroma_url) as reg:
         info, skill = reg.info(name), reg.get(name)
         composite = reg.recipe(name) if info.recipe is not None and "error" not in info.recipe else None
+        sizes = {fp: reg.store.summary(info.state_hash, fp) for fp in info.models}
     console.print(f"[bold]{escape(info.name)}[/]: {escape(info.description)}")
     rows = [
         ("tags", ", ".join(info.tags) or "-"),
@@ -126,6 +127,8 @@ def show(
         ("states for models", ", ".join(fp[:16] for fp in info.models) or "none yet"),
         ("template", json.dumps(skill.template)),
     ]
+    for fp, summary in sizes.items():
+        rows.append((f"state {fp[:8]}…", _state_line(summary)))
     if info.recipe is not None and "error" in info.recipe:
         rows.append(("recipe", info.recipe["error"]))
     for key, value in rows:
@@ -139,9 +142,27 @@ def show(
         console.print(f"  … {len(skill.demonstrations) - limit} more (--limit)")
 
 
+def _state_line(summary) -> str:
+    """'36.1 KiB, 6 layers: 4 recurrent, 2 attention, 41 KV tokens' (or why there is none)."""
+    if summary is None:
+        return "missing or unreadable (skillsoup doctor)"
+    kv = f", {summary.n_kv_tokens} KV tokens" if summary.n_kv_tokens else ""
+    return f"{_size(summary.nbytes)}, {summary.layers}{kv}"
+
+
+def _size(n: float) -> str:
+    if n < 1024:
+        return f"{n:.0f} B"
+    for unit in ("KiB", "MiB", "GiB"):
+        n /= 1024
+        if n < 1024 or unit == "GiB":
+            break
+    return f"{n:.1f} {unit}"
+
+
 def _show_recipe(recipe, broken: list[str]) -> None:
     """A composite's parts with their weights, and how the weights were found."""
-    console.print(f"  {'composite of':18} {len(recipe.parts)} skills, conv {recipe.conv!r}")
+    console.print(f"  {'composite of':18} {len(recipe.parts)} skills, conv {recipe.conv!r}, kv {recipe.kv!r}")
     gone = {b.split(" (", 1)[0]: b.split(" (", 1)[1].rstrip(")") for b in broken}
     for part in recipe.parts:
         status = f"[red]{gone[part.name]} since composed[/]" if part.name in gone else "[dim]as composed[/]"

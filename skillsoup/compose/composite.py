@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 def compose_skill(registry: SkillRegistry, model: StateModel, name: str, source_names: Sequence[str],
                   examples: Sequence[Demonstration], *, template: str | None = None, description: str | None = None,
                   budget: int = DEFAULT_BUDGET, seed: int = 0, holdout: float = 0.0, conv: str = "mix",
-                  replace: bool = False) -> tuple[CompositionResult, AddResult]:
+                  replace: bool = False, kv: str = "top") -> tuple[CompositionResult, AddResult]:
     """Run :func:`compose` on registry skills and save the result as the composite skill ``name``:
     the search examples as its demonstrations (for routing), the held-out ones as its tests, its
     recipe in the index and the mixed state in the store (see :mod:`skillsoup.registry.composite`)."""
@@ -40,12 +40,13 @@ def compose_skill(registry: SkillRegistry, model: StateModel, name: str, source_
     template_skill = _template_skill(chosen, examples)
     rows = {n: registry.info(n) for n in source_names}  # the versions whose states are searched
     states = {n: registry.state(n, model) for n in source_names}
-    result = compose(model, states, examples, template_skill, budget=budget, seed=seed, holdout=holdout, conv=conv)
+    result = compose(model, states, examples, template_skill, budget=budget, seed=seed, holdout=holdout, conv=conv,
+                     kv=kv)
     recipe = Recipe(
         parts=tuple(RecipePart(n, rows[n].content_hash, rows[n].state_hash, w) for n, w in zip(source_names, result.weights)),
         conv=conv, method=result.method, model=model.fingerprint, n_examples=result.n_search, n_holdout=result.n_holdout,
         budget=budget, seed=seed, nll_uniform=result.uniform_nll, nll_best=result.best_nll,
-        nll_uniform_holdout=result.uniform_holdout_nll, nll_best_holdout=result.best_holdout_nll,
+        nll_uniform_holdout=result.uniform_holdout_nll, nll_best_holdout=result.best_holdout_nll, kv=kv,
     )
     text = description or "Composite of " + " and ".join(f"{s.name} ({w:.2f})" for s, w in zip(skills, result.weights)) \
         + ": " + " / ".join(s.description for s in skills)

@@ -28,7 +28,7 @@ from skillsoup.compose.search import cma_es
 from skillsoup.errors import MixError, StateMismatchError
 from skillsoup.models.scoring import forced_nll
 from skillsoup.skills.skill import Demonstration, Skill
-from skillsoup.states.mixing import CONV_POLICIES, mix
+from skillsoup.states.mixing import CONV_POLICIES, KV_POLICIES, mix
 from skillsoup.states.state import SkillState, check_compatible
 
 if TYPE_CHECKING:
@@ -63,6 +63,7 @@ class CompositionResult:
     conv: str
     trace: tuple[TraceStep, ...] = field(repr=False)  # every evaluation, in order
     method: str = METHOD
+    kv: str = "top"  # the KV policy of hybrid models (docs/states.md)
 
     @property
     def evaluations(self) -> int:
@@ -118,19 +119,21 @@ def check_budget(budget) -> None:
 
 def compose(model: StateModel, sources: Mapping[str, SkillState], examples: Sequence[Demonstration], template: Skill,
             *, budget: int = DEFAULT_BUDGET, seed: int = 0, holdout: float = 0.0, conv: str = "mix",
-            sigma0: float = 1.0) -> CompositionResult:
+            sigma0: float = 1.0, kv: str = "top") -> CompositionResult:
     """Search simplex weights for ``sources`` (name -> one-row state) that minimise the mean NLL of
     the search part of ``examples``; report the uniform and found mixes on both parts."""
     names, states = _check_sources(model, sources)
     if conv not in CONV_POLICIES:
         raise MixError(f"conv policy must be one of {CONV_POLICIES}, got {conv!r}")
+    if kv not in KV_POLICIES:
+        raise MixError(f"kv policy must be one of {KV_POLICIES}, got {kv!r}")
     check_budget(budget)
     if not examples:
         raise MixError("compose needs at least one example")
     search, held = split_examples(examples, holdout, seed)
 
     def nll(weights, part) -> float:
-        return example_nll(model, mix(states, weights, conv=conv), template, part)
+        return example_nll(model, mix(states, weights, conv=conv, kv=kv), template, part)
 
     def objective(z: np.ndarray) -> float:
         return nll(simplex_weights(z), search)
@@ -142,7 +145,7 @@ def compose(model: StateModel, sources: Mapping[str, SkillState], examples: Sequ
     result = CompositionResult(
         sources=tuple(names), weights=best, uniform_nll=trace[0].nll, best_nll=found.best_value,
         uniform_holdout_nll=nll(uniform, held) if held else None, best_holdout_nll=nll(best, held) if held else None,
-        n_search=len(search), n_holdout=len(held), budget=budget, seed=seed, conv=conv, trace=trace,
+        n_search=len(search), n_holdout=len(held), budget=budget, seed=seed, conv=conv, trace=trace, kv=kv,
     )
     log.info("compose %s: NLL %.4f (uniform) -> %.4f with weights %s after %d evaluations", ",".join(names),
              result.uniform_nll, result.best_nll, [round(w, 4) for w in best], result.evaluations)

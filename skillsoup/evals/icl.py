@@ -11,7 +11,8 @@ expected-output token (``icl_eval_decode``):
     mean-mix    the mean of states captured from ``mix_sets`` disjoint parts of those k
                 demonstrations: does mixing several sets beat one set?
     decay-mix   per-demonstration chunk states composed with the recurrence's decay
-                (skillsoup.states.decay; exact for one layer); also how far it is from one pass
+                (skillsoup.states.decay; exact for one layer); also how far it is from one pass.
+                Recurrent-only models; skipped with a note for hybrids
     router      the state the registry's router picks from the query alone, mixed as the runtime does
 
 Results are dataclasses in ``icl_eval_report``; ``skillsoup eval icl`` renders them.
@@ -241,6 +242,11 @@ def evaluate(model, skills: Sequence[Skill], ks: Sequence[int] | None = None, me
     methods = list(METHODS) if methods is None else list(methods)
     prepared, per_skill = check_inputs(skills, ks, methods, n_tests=n_tests, split=split, seed=seed, mix_sets=mix_sets)
     notes = []
+    layout = getattr(model, "layout", None)
+    if "decay-mix" in methods and layout is not None and layout.n_recurrent != layout.num_layers:
+        methods.remove("decay-mix")  # attention KV does not decay: the composition has no meaning there
+        notes.append(f"decay-mix skipped: it composes recurrent-only models, this {model.arch} model has "
+                     f"{layout.describe()}")
     if "router" in methods and picker is None:
         notes.append("router skipped: no registry given (pass --registry with the skills added)")
     for note in notes:

@@ -62,6 +62,7 @@ class Recipe:
     nll_best: float | None = None
     nll_uniform_holdout: float | None = None
     nll_best_holdout: float | None = None
+    kv: str = "top"  # mixing.mix's KV policy (hybrid models); recipes written before it read "top"
 
     @property
     def weights(self) -> list[float]:
@@ -69,8 +70,10 @@ class Recipe:
 
     @property
     def state_hash(self) -> str:
-        """sha256 of what the mixed state depends on: the sources' states, the weights, the policy."""
-        blob = json.dumps([RECIPE_FORMAT, [[p.state_hash, p.weight] for p in self.parts], self.conv])
+        """sha256 of what the mixed state depends on: the sources' states, the weights, the policies
+        (the KV policy only when it is not the default, so recipes written before it keep their hash)."""
+        policies = [self.conv] + ([self.kv] if self.kv != "top" else [])
+        blob = json.dumps([RECIPE_FORMAT, [[p.state_hash, p.weight] for p in self.parts], *policies])
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def to_json(self) -> str:
@@ -146,7 +149,7 @@ def mix_recipe(reg: RegistryCore, name: str, recipe: Recipe, model: StateModel) 
         log.warning("composite %r: weights were searched with model %s, reused for model %s", name,
                     recipe.model[:12], model.fingerprint[:12])
     states = [reg.state(p.name, model) for p in recipe.parts]
-    state = mix(states, recipe.weights, conv=recipe.conv)
+    state = mix(states, recipe.weights, conv=recipe.conv, kv=recipe.kv)
     state.meta.update(skill=name, state_hash=recipe.state_hash)
     return state
 

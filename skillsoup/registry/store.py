@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from skillsoup.errors import RegistryError, StateFileError
 from skillsoup.states.state import SkillState
+from skillsoup.states.state_file import StateSummary, summarize
 
 if TYPE_CHECKING:
     from skillsoup.models.base import StateModel
@@ -80,6 +81,14 @@ class StateStore:
         if state.fingerprint != fingerprint:
             raise StateFileError(f"state file {path} was made by model {state.fingerprint[:12]}, not {fingerprint[:12]}")
         return state
+
+    def summary(self, state_hash: str, fingerprint: str) -> StateSummary | None:
+        """Size and shape facts of a stored state, from its file's header; None when it is missing
+        or unreadable (``doctor`` reports those)."""
+        try:
+            return summarize(self.path(state_hash, fingerprint))
+        except StateFileError:
+            return None
 
     def delete(self, state_hash: str, fingerprint: str) -> bool:
         path = self.path(state_hash, fingerprint)

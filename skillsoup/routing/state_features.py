@@ -3,10 +3,13 @@
 This is the only routing module that touches tensors; the router gets numpy vectors from it.
 
 The feature (``FEATURE``):
-    layers   the last half of the layers (``range(L // 2, L)``; all of them for L = 1): the upper
-             layers carry more of the task, the lower ones more of the last few characters
-    pool     the SSM state averaged over d_state: one value per channel, [d_in] (Mamba-1) or
-             [h * p] (Mamba-2). The conv state (the last few inputs) is left out.
+    layers   the last half of the recurrent layers (``range(L // 2, L)`` of the L layers holding a
+             recurrent state; all of them for L = 1): the upper layers carry more of the task, the
+             lower ones more of the last few characters. Attention layers of hybrid models are left
+             out: their KV grows with the text and is no fixed-size summary of it.
+    pool     the recurrent state averaged over its last dim: one value per channel, [d_in] (Mamba-1,
+             over d_state), [h * p] (Mamba-2, over d_state) or [h * dk] (gated DeltaNet, over the
+             value dim). The conv state (the last few inputs) is left out.
     norm     each layer's vector L2-normalised (so no layer dominates), concatenated, L2-normalised
     size     above MAX_DIM values, a seeded count sketch (each value added with a random sign to one
              of MAX_DIM buckets) keeps cosine similarities in expectation at a fixed size
@@ -41,8 +44,9 @@ def feature_layers(num_layers: int) -> range:
 def state_vector(state: SkillState, row: int = 0) -> np.ndarray:
     """The FEATURE of batch row ``row`` of ``state``: float32 [<= MAX_DIM], unit norm."""
     parts = []
-    for i in feature_layers(state.num_layers):
-        v = state.ssm[i][row].float().mean(dim=-1).reshape(-1).cpu().numpy().astype(np.float64)
+    recurrent = state.recurrent  # per recurrent layer, views of the flat buffer
+    for j in feature_layers(len(recurrent)):
+        v = recurrent[j][row].float().mean(dim=-1).reshape(-1).cpu().numpy().astype(np.float64)
         parts.append(v / max(np.linalg.norm(v), 1e-12))
     vec = np.concatenate(parts)
     if vec.size > MAX_DIM:

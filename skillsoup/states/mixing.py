@@ -229,7 +229,22 @@ def mix_rows(bank: torch.Tensor, weights: Sequence[float] | torch.Tensor, out: t
     return out
 
 
-# ---- layer ranges from user text ----------------------------------------------------------------
+# ---- policies and layer ranges from user text ------------------------------------------------------
+def parse_policies(text: str, conv: str = "mix", kv: str = "top") -> tuple[str, str]:
+    """"top", "conv=top", "kv=concat", "mix kv=concat" -> (conv policy, kv policy); what is not
+    named keeps the given value. A bare word is the conv policy. MixError with the forms otherwise."""
+    forms = f"use [conv=]{'|'.join(CONV_POLICIES)} and/or kv={'|'.join(KV_POLICIES)}, e.g. 'top kv=concat'"
+    chosen = {"conv": conv, "kv": kv}
+    for word in text.split():
+        key, sep, value = word.partition("=")
+        key, value = (key.lower(), value.lower()) if sep else ("conv", key.lower())
+        if key not in chosen or value not in (CONV_POLICIES if key == "conv" else KV_POLICIES):
+            raise MixError(f"cannot read mixing policy {word!r}; {forms}")
+        chosen[key] = value
+    return chosen["conv"], chosen["kv"]
+
+
+
 def parse_layers(text: str, num_layers: int | None = None) -> list[int] | None:
     """"all" -> None (every layer, as ``mix(layers=None)``); "0-3,6" -> [0, 1, 2, 3, 6].
 

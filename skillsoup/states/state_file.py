@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from skillsoup.errors import StateFileError
+from skillsoup.errors import StateFileError, StateMismatchError
 from skillsoup.states.layout import StateLayout
 
 log = logging.getLogger(__name__)
@@ -124,6 +124,37 @@ def _decode_v1(tensors: dict, meta: dict, source: str) -> StateParts:
     fixed = torch.cat([t.reshape(-1) for t in conv] + [t.to(conv[0].dtype).reshape(-1) for t in ssm])
     log.debug("read format-1 state %s (%d layers)", source, n_layers)
     return StateParts(layout, fixed, **common)
+
+
+@dataclass(frozen=True)
+class StateSummary:
+    """What ``skills show`` reports of a state file, from its header alone."""
+
+    format: str
+    arch: str
+    nbytes: int  # bytes of its tensors: the state's size in memory
+    n_tokens: list[int]
+    n_kv_tokens: int  # attention tokens per row (0 without attention layers)
+    layers: str  # e.g. "6 layers: 4 recurrent, 2 attention"
+
+
+def summarize(path: str | os.PathLike) -> StateSummary:
+    """Read a state file's header (not its tensors); StateFileError when it is not one."""
+    try:
+        with open(path, "rb") as f:
+            header_len = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(header_len))
+        meta = header.pop("__metadata__", None) or {}
+        nbytes = sum(int(t["data_offsets"][1]) - int(t["data_offsets"][0]) for t in header.values())
+        if meta.get("format") == FORMAT:
+            layers = StateLayout.from_dict(json.loads(meta["layout"])).describe()
+        else:
+            layers = f"{int(meta['num_layers'])} layers: {int(meta['num_layers'])} recurrent"
+        keys = header.get("keys")
+        return StateSummary(str(meta["format"]), str(meta["arch"]), nbytes, [int(n) for n in json.loads(meta["n_tokens"])],
+                            int(keys["shape"][3]) if keys else 0, layers)
+    except (OSError, ValueError, KeyError, TypeError, StateMismatchError) as exc:
+        raise StateFileError(f"cannot read the header of state file {path}: {exc}; {REBUILD}") from None
 
 
 def write_atomic(path: Path, blob: bytes) -> None:

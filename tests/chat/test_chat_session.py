@@ -76,6 +76,8 @@ def test_skills_and_route(chat, model_says):
 
 @pytest.mark.parametrize("line, key, value", [
     ("/mix top", "mix", "top"),
+    ("/mix kv=concat", "kv", "concat"),
+    ("/mix conv=top kv=concat", "kv", "concat"),
     ("/layers 0-1", "layers", "0-1"),
     ("/router hybrid", "router", "hybrid"),
     ("/temperature 0.7", "temperature", 0.7),
@@ -93,7 +95,8 @@ def test_settings_commands_change_the_next_answer(chat, model_says, line, key, v
 
 
 @pytest.mark.parametrize("line, note", [
-    ("/mix soup", "unknown mixing mode 'soup'; choose one of mix, top"),
+    ("/mix soup", "cannot read mixing policy 'soup'; use [conv=]mix|top and/or kv=top|concat"),
+    ("/mix kv=mean", "cannot read mixing policy 'kv=mean'"),
     ("/layers first", "cannot read layers 'first'"),
     ("/router psychic", "unknown router 'psychic'; choose one of text, state, hybrid"),
     ("/temperature warm", "'warm' is not a temperature"),
@@ -110,7 +113,7 @@ def test_settings_commands_reject_bad_values(chat, line, note):
 
 
 def test_settings_commands_without_a_value_show_it(chat):
-    assert "mixing mode (one of mix, top): now mix" in chat.run("/mix")
+    assert "mix mix, kv top" in chat.run("/mix")
     assert "max tokens" in chat.run("/max-tokens") and "now 64" in chat.run("/max-tokens")
 
 
@@ -155,7 +158,7 @@ def test_reset_restores_the_starting_settings_and_clears_the_transcript(make_cha
     t.run("/use upper", "/mix top", "/temperature 1", "/max-tokens 3", "shout the word dog")
     assert t.session.transcript
     out = t.run("/reset")
-    assert "reset: routing (text router), mix mix (layers all), temperature 0, max tokens 8; transcript cleared" in out
+    assert "reset: routing (text router), mix mix kv top (layers all), temperature 0, max tokens 8; transcript cleared" in out
     assert t.session.options == ChatOptions(max_new_tokens=8) and not t.session.transcript
 
 

@@ -140,3 +140,16 @@ def test_empty_registry_says_how_to_add(cli):
     r = cli("skills", "list")
     assert r.code == 0 and "skillsoup add" in r.out
     assert json.loads(cli("skills", "list", "--json").out) == []
+
+
+def test_show_reports_the_state_size_of_a_hybrid(cli, tmp_path, hybrid_dir, mamba_dir):
+    path = write_skill_yaml(tmp_path / "f", "upper", n=3)
+    assert cli("add", path, "--model", hybrid_dir).code == 0
+    assert cli("add", path, "--model", mamba_dir).code == 0
+    shown = cli("skills", "show", "upper")
+    assert shown.code == 0, shown
+    lines = [line for line in shown.out.splitlines() if line.strip().startswith("state ") and "…" in line]
+    assert len(lines) == 2  # one per model
+    hybrid = next(line for line in lines if "attention" in line)
+    assert "6 layers: 4 recurrent, 2 attention" in hybrid and "KV tokens" in hybrid and "KiB" in hybrid
+    assert any("2 layers: 2 recurrent" in line and "KV" not in line for line in lines)

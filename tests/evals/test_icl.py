@@ -264,3 +264,14 @@ def test_demo_model_state_equals_k_shot_prompt():
         state = skill.score("state", 4)
         assert state.agree_with_prompt == 1.0, skill.name
         assert abs(state.nll_gap) < 1e-4 * max(skill.score("prompt", 4).nll, 1e-3), skill.name
+
+
+def test_hybrid_model_state_scores_like_the_prompt_and_skips_decay_mix(hybrid_model):
+    """A hybrid (Jamba: attention KV in the state) runs eval icl unchanged: the injected state is
+    the k-shot prompt split in two, and decay-mix, which needs a recurrent-only model, is skipped."""
+    skill = word_skill(n_demos=4, n_tests=2)
+    report = evaluate(hybrid_model, [skill], ks=[2], methods=["prompt", "state", "mean-mix", "decay-mix"],
+                      max_new_tokens=4)
+    assert "decay-mix" not in report.methods and any("decay-mix skipped" in n for n in report.notes)
+    state = next(s for s in report.skills[0].scores if s.method == "state")
+    assert state.agree_with_prompt == 1.0 and abs(state.nll_gap) < 1e-4
