@@ -18,3 +18,11 @@ def test_bench_state_runs_on_tiny_shapes(capsys):
     assert "relative logit difference" in out and "| (c) capture 24 tokens" in out
     diff = float(out.split("relative logit difference ")[1].split()[0])
     assert diff < 1e-4
+
+
+def test_bench_mix_runs_on_tiny_shapes(capsys):
+    import bench_mix
+
+    rows = bench_mix.main(["--shapes", "tiny", "--reps", "1", "--device", "cpu"])
+    assert len(rows) == 4 and all(seconds > 0 for _, _, seconds, _ in rows)
+    assert "| tiny: 8 x" in capsys.readouterr().out

@@ -40,17 +40,26 @@ class StateModel:
         self.tokenizer = tokenizer
         self.fingerprint = fingerprint
         self.source = source
-        self.impl_name, self._ops = dispatch.resolve(impl, self.device)
+        self.impl_name, ops = dispatch.resolve(impl, self.device)
         if self.architecture.backend == "stack":
-            self.backend = StackBackend(self.hf, self.architecture.mixer, self._ops)
+            self.backend = StackBackend(self.hf, self.architecture.mixer, ops)
             self.layout = self.architecture.layout(self.config)
             self.cache_dtypes = CacheDtypes(self.dtype, self.dtype, self.dtype)
         elif self.architecture.backend == "hf":
-            self.backend = HFBackend(self.hf, self.architecture, self._ops)
+            self.backend = HFBackend(self.hf, self.architecture, ops)
             self.layout, self.cache_dtypes = self.backend.layout, self.backend.dtypes
         else:  # pragma: no cover - the table only names these two
             raise ModelLoadError(f"unknown backend {self.architecture.backend!r} for {self.arch}")
         self._neutral: SkillState | None = None
+
+    @property
+    def _ops(self):
+        """The operator namespace the backend runs (``dispatch``'s choice; tests swap it)."""
+        return self.backend.ops
+
+    @_ops.setter
+    def _ops(self, ops) -> None:
+        self.backend.ops = ops
 
     # ---- facts -------------------------------------------------------------------------------
     @property

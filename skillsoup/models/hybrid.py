@@ -34,13 +34,25 @@ MASK_ATTENTION = ("sdpa", "eager")  # implementations that take an additive floa
 class HFBackend:
     def __init__(self, hf_model, architecture, ops):
         self.hf = hf_model
-        if architecture.mixer == "mamba1":
-            n = mamba1.install_exact_forward(hf_model, ops)
-            log.info("%s: %d Mamba-1 mixers run skillsoup's exact forward (%s ops)", architecture.model_type, n, ops.name)
+        self.architecture = architecture
+        self.ops = ops
         if hf_model.config._attn_implementation not in MASK_ATTENTION:
             hf_model.set_attn_implementation("sdpa")
         self.layout = architecture.layout(hf_model.config)
         self.dtypes = self._probe()
+
+    @property
+    def ops(self):
+        return self._ops
+
+    @ops.setter
+    def ops(self, ops) -> None:
+        """The ops the Mamba-1 mixers (Jamba) run: installed into the model's mixers again."""
+        self._ops = ops
+        if self.architecture.mixer == "mamba1":
+            n = mamba1.install_exact_forward(self.hf, ops)
+            log.info("%s: %d Mamba-1 mixers run skillsoup's exact forward (%s ops)", self.architecture.model_type, n,
+                     ops.name)
 
     @property
     def compute_dtype(self) -> torch.dtype:

@@ -2,9 +2,10 @@
 
 ``mix`` is the path the runtime uses; ``mix_ref`` beside it is the readable specification with the
 same signature. The fixed-size kinds of a state (conv windows, recurrent states) live in one flat
-buffer per state, so ``mix`` computes them as one weighted sum over K flat buffers: one
-``torch.mm`` on CPU, one launch of the Triton kernel ``skillsoup_kernels.mix_states`` on CUDA,
-written straight into ``out`` when a preallocated state is given.
+buffer per state, so ``mix`` computes them as one weighted sum over K flat buffers: one launch of
+the Triton kernel ``skillsoup_kernels.mix_states`` on CUDA (one pass over memory), K fused
+multiply-adds on CPU, written straight into ``out`` when a preallocated state is given;
+``mix_rows`` is the one ``torch.mm`` for a bank holding K states' buffers as rows of one tensor.
 
 Policies:
     conv="mix"    the conv windows are mixed like the recurrent states
@@ -119,8 +120,11 @@ def _weighted_sum(flats: list[torch.Tensor], coeffs: list[float], out: torch.Ten
         return out.copy_(w @ torch.stack([f.float() for f in flats]))
     if _use_kernel(out.device):
         return _fused_mixer()(flats, coeffs, out=out)
-    w = torch.tensor([coeffs], dtype=torch.float32, device=out.device)  # [1, K]
-    torch.mm(w, torch.stack([f.float() for f in flats]), out=out.view(1, -1))  # [1, K] @ [K, N]
+    # CPU: K fused multiply-adds into out. A stacked [K, N] copy for one torch.mm cost 4x more here
+    # (benchmarks/bench_mix.py); a bank that already holds the states as rows takes mix_rows.
+    torch.mul(flats[0], coeffs[0], out=out)
+    for flat, c in zip(flats[1:], coeffs[1:]):
+        out.add_(flat, alpha=c)
     return out
 
 
