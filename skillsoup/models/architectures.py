@@ -79,7 +79,7 @@ def _falcon_h1(c):
     return _mamba2(d_inner, c.mamba_n_heads, c.mamba_d_head, c.mamba_n_groups, c.mamba_d_state, c.mamba_d_conv)
 
 
-_QWEN35 = ("Qwen/Qwen3.5-9B", "Qwen/Qwen3.5-27B")
+_QWEN35 = ("Qwen/Qwen3.5-9B", "Qwen/Qwen3.5-4B")
 _QWEN35_MOE = ("Qwen/Qwen3.5-35B-A3B",)
 _ALL = [
     Architecture("mamba", "MambaForCausalLM", "stack", "mamba1",
@@ -92,10 +92,10 @@ _ALL = [
                                    c.conv_kernel), ("state-spaces/mamba2-2.7b",)),
     Architecture("jamba", "JambaForCausalLM", "hf", "mamba1",
                  lambda c: _mamba1(c.mamba_expand * c.hidden_size, c.mamba_d_state, c.mamba_d_conv),
-                 ("ai21labs/AI21-Jamba-Reasoning-3B", "ai21labs/AI21-Jamba-Mini-1.7")),
+                 ("ai21labs/AI21-Jamba-1.5-Mini", "ai21labs/AI21-Jamba-Mini-1.7")),
     Architecture("zamba2", "Zamba2ForCausalLM", "hf", "mamba2",
                  lambda c: _mamba2(c.mamba_expand * c.hidden_size, c.n_mamba_heads, c.mamba_headdim, c.mamba_ngroups,
-                                   c.mamba_d_state, c.mamba_d_conv), ("Zyphra/Zamba2-1.2B", "Zyphra/Zamba2-7B")),
+                                   c.mamba_d_state, c.mamba_d_conv), ("Zyphra/Zamba2-7B", "Zyphra/Zamba2-1.2B")),
     Architecture("granitemoehybrid", "GraniteMoeHybridForCausalLM", "hf", "mamba2",
                  lambda c: _mamba2(c.mamba_expand * c.hidden_size, c.mamba_n_heads, c.mamba_d_head, c.mamba_n_groups,
                                    c.mamba_d_state, c.mamba_d_conv),
@@ -105,7 +105,7 @@ _ALL = [
                                    c.n_groups, c.ssm_state_size, c.conv_kernel),
                  ("nvidia/NVIDIA-Nemotron-Nano-9B-v2", "nvidia/Nemotron-H-8B-Base-8K")),
     Architecture("falcon_h1", "FalconH1ForCausalLM", "hf", "mamba2", _falcon_h1,
-                 ("tiiuae/Falcon-H1-1.5B-Instruct", "tiiuae/Falcon-H1-7B-Instruct")),
+                 ("tiiuae/Falcon-H1-7B-Instruct", "tiiuae/Falcon-H1-3B-Instruct")),
     Architecture("qwen3_next", "Qwen3NextForCausalLM", "hf", "deltanet", _deltanet,
                  ("Qwen/Qwen3-Next-80B-A3B-Instruct",)),
     Architecture("qwen3_5_text", "Qwen3_5ForCausalLM", "hf", "deltanet", _deltanet, _QWEN35),
