@@ -38,6 +38,8 @@ class HFBackend:
         self.ops = ops
         if hf_model.config._attn_implementation not in MASK_ATTENTION:
             hf_model.set_attn_implementation("sdpa")
+        if self.compute_dtype == torch.float64 and type(hf_model)._can_set_experts_implementation():
+            hf_model.set_experts_implementation("eager")  # MoE experts: grouped_mm has no float64 kernel
         self.layout = architecture.layout(hf_model.config)
         self.dtypes = self._probe()
 
@@ -110,7 +112,7 @@ def attention_mask(kv_bias: torch.Tensor, q: int, dtype: torch.dtype) -> torch.T
     the q new ones. -inf becomes the dtype's lowest value (as transformers' own masks do)."""
     bsz, n_past = kv_bias.shape
     lowest = torch.finfo(dtype).min
-    past = kv_bias.float().clamp_min(lowest).to(dtype)[:, None, None, :].expand(bsz, 1, q, n_past)
+    past = kv_bias.to(dtype).clamp_min(lowest)[:, None, None, :].expand(bsz, 1, q, n_past)
     causal = torch.full((q, q), lowest, dtype=dtype, device=kv_bias.device).triu(1)
     return torch.cat([past, causal.expand(bsz, 1, q, q)], dim=-1)
 

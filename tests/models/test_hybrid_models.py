@@ -106,3 +106,35 @@ def test_step_on_rows_with_different_kv_lengths(hybrid):
         alone, alone_after = hybrid.step([token], state)
         assert_close(f"row {row}", logits[row : row + 1], alone, 1e-5)
         assert relative_state_error(after.rows([row]), alone_after) <= 1e-5
+
+
+def test_qwen3_5_vision_language_checkpoint_loads_as_its_text_model(tmp_path):
+    """Qwen3.5 checkpoints are published as vision-language models (model type qwen3_5): load_model
+    takes their text model, which reads text exactly as the whole model does."""
+    import transformers
+    from helpers import save_tiny_tokenizer
+    from hybrid_configs import DELTANET, IDS
+
+    vision = dict(depth=1, hidden_size=16, intermediate_size=16, num_heads=2, out_hidden_size=DELTANET["hidden_size"],
+                  patch_size=4, spatial_merge_size=1, temporal_patch_size=1)
+    torch.manual_seed(0)
+    vlm = transformers.Qwen3_5ForConditionalGeneration(
+        transformers.Qwen3_5Config(text_config=dict(intermediate_size=24, **DELTANET, **IDS), vision_config=vision))
+    vlm.save_pretrained(tmp_path)
+    save_tiny_tokenizer(tmp_path, 97)
+    model = load_model(tmp_path)
+    ids = _ids(DEMOS + 7, seed=14, rows=1)
+    with torch.no_grad():
+        want = vlm.eval()(input_ids=ids).logits
+    assert model.arch == "qwen3_5_text" and model.layout.n_attention == 2
+    assert_close("text model vs VLM", model.forward(ids)[0], want, RATIO)
+    assert_close("continued", model.forward(ids[:, DEMOS:], model.capture(ids[:, :DEMOS]))[0], want[:, DEMOS:], RATIO)
+
+
+def test_moe_hybrid_runs_in_float64(tmp_path):
+    """transformers' grouped_mm experts have no float64 kernel: the backend switches them to eager."""
+    model = load_model(build_hybrid(tmp_path, "qwen3_next"), dtype=torch.float64)
+    ids = _ids(DEMOS + 5, seed=15, rows=1)
+    whole = model.forward(ids)[0]
+    assert_close("float64 continuation", model.forward(ids[:, DEMOS:], model.capture(ids[:, :DEMOS]))[0],
+                 whole[:, DEMOS:], 1e-6)  # the state itself is kept in float32
