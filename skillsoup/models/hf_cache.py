@@ -73,13 +73,11 @@ def build_cache(config, state: SkillState, device, dtypes: CacheDtypes, started:
     return cache
 
 
-def read_cache(cache, layout: StateLayout, batch_size: int) -> tuple[torch.Tensor, dict | None]:
+def read_cache(cache, layout: StateLayout) -> tuple[torch.Tensor, dict | None]:
     """(flat float32 buffer, {keys, values} float32 or None) of a cache after a forward."""
     rec = layout.recurrent_layers
     fixed = torch.cat([cache.layers[i].conv_states[0].float().reshape(-1) for i in rec]
-                      + [cache.layers[i].recurrent_states[0].float().reshape(-1) for i in rec]) if rec else None
-    if fixed is None:
-        fixed = torch.zeros(0)
+                      + [cache.layers[i].recurrent_states[0].float().reshape(-1) for i in rec]) if rec else torch.zeros(0)
     if not layout.has_kv:
         return fixed, None
     att = layout.attention_layers
@@ -90,7 +88,7 @@ def read_cache(cache, layout: StateLayout, batch_size: int) -> tuple[torch.Tenso
 def state_after(cache, start: SkillState, positions: torch.Tensor) -> SkillState:
     """The state a forward of the tokens at ``positions`` [b, q] from ``start`` left in ``cache``:
     the new tokens' KV follow the old ones with bias 0."""
-    fixed, kv = read_cache(cache, start.layout, start.batch_size)
+    fixed, kv = read_cache(cache, start.layout)
     q = positions.shape[1]
     if kv is not None:
         kv["positions"] = torch.cat([start.positions.to(positions.device), positions], dim=1)
@@ -117,7 +115,7 @@ def from_hf_cache(model, cache, n_tokens: int) -> SkillState:
     check_layers(cache, layout)
     first = cache.layers[(layout.recurrent_layers or layout.attention_layers)[0]]
     batch = first.conv_states[0].shape[0] if layout.recurrent_layers else first.keys.shape[0]
-    fixed, kv = read_cache(cache, layout, batch)
+    fixed, kv = read_cache(cache, layout)
     if kv is not None:
         n_kv = kv["keys"].shape[3]
         kv["positions"] = torch.arange(n_kv, device=fixed.device).expand(batch, n_kv).clone()

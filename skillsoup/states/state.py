@@ -303,8 +303,8 @@ def _stacked(tensors) -> torch.Tensor:
 
 
 def validate(state: SkillState, source: str = "state", values: bool = True) -> None:
-    """What construction does not check: float dtypes, sane positions, and (``values``) finite
-    values (the bias may hold -inf for padding, never NaN or +inf). One device sync per check."""
+    """What construction does not check: float dtypes and, with ``values``, sane KV positions and
+    finite values (the bias may hold -inf for padding, never NaN or +inf; one device sync each)."""
     if state.num_layers == 0 or state.batch_size == 0:
         raise StateMismatchError(f"{source} has no layers or no rows")
     float_parts = [("fixed", state.fixed)] + ([("keys", state.keys), ("values", state.values), ("kv_bias", state.kv_bias)]
@@ -312,12 +312,12 @@ def validate(state: SkillState, source: str = "state", values: bool = True) -> N
     for name, t in float_parts:
         if not t.is_floating_point():
             raise StateMismatchError(f"{source}: {name} has dtype {t.dtype}, expected a float dtype")
+    if not values:  # the hot path: no device sync
+        return
     if state.positions is not None and state.positions.numel():
         limit = torch.tensor(state.n_tokens, device=state.positions.device)[:, None]
         if bool(((state.positions < -1) | (state.positions >= limit)).any()):
             raise StateMismatchError(f"{source}: KV positions must lie in [-1, n_tokens); recapture the state")
-    if not values:
-        return
     if not bool(torch.isfinite(state.fixed).all()):
         raise StateFileError(f"{source}: {_first_bad_layer(state)} holds NaN or infinite values; recompute the state")
     if state.keys is not None:

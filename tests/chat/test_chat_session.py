@@ -284,3 +284,20 @@ def test_bundled_skills_dir_prefers_the_demo_skills():
     assert folder is not None and folder.is_dir()
     assert any(folder.rglob("*.yaml")) or any(folder.rglob("*.md")) or any(folder.rglob("*.jsonl"))
     assert folder.name == "demo" or not (folder / "demo").is_dir()
+
+
+def test_chat_on_a_hybrid_model_mixes_with_concatenated_kv(tmp_path, hybrid_model):
+    """The chat runs a hybrid (tiny Jamba) unchanged: skills added on first use, /mix kv=concat
+    reaches the mix, and the answer is written."""
+    from conftest import Transcript, chat_skills
+
+    from skillsoup.registry import SkillRegistry
+    from skillsoup.runtime import SkillSoup
+
+    with SkillRegistry.open(tmp_path / "reg", embedder="hash:64") as reg:
+        reg.add(chat_skills(), hybrid_model)
+        t = Transcript(SkillSoup(reg, hybrid_model), max_new_tokens=3)
+        assert "mix mix, kv concat" in t.run("/mix kv=concat")
+        out = t.run("/use timer:2 upper", "set a timer for 7 minutes")
+        assert "pinned timer 0.67, upper 0.33" in out and "3 tokens" in out
+        assert t.session.options.kv == "concat"

@@ -138,3 +138,20 @@ def test_moe_hybrid_runs_in_float64(tmp_path):
     whole = model.forward(ids)[0]
     assert_close("float64 continuation", model.forward(ids[:, DEMOS:], model.capture(ids[:, :DEMOS]))[0],
                  whole[:, DEMOS:], 1e-6)  # the state itself is kept in float32
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("model_type", HYBRID_TYPES)
+def test_continuation_on_cuda_in_fp32(tmp_path, model_type):
+    """The same invariant on the GPU: fp32 weights, TF32 off, transformers' torch paths for the hybrids
+    (and the Triton kernels for FalconMamba and Jamba's Mamba-1 mixers)."""
+    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        model = load_model(build_hybrid(tmp_path, model_type), device="cuda")
+        demos, query = _ids(DEMOS, seed=2), _ids(33, seed=3)
+        whole = model.forward(torch.cat([demos, query], dim=1))[0]
+        assert_close(f"{model_type} on cuda", model.forward(query, model.capture(demos))[0], whole[:, DEMOS:], RATIO)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
