@@ -19,7 +19,7 @@ DELTANET = dict(hidden_size=40, num_attention_heads=4, num_key_value_heads=2, he
                 num_hidden_layers=5, layer_types=TWO_ATTENTION)
 MOE = dict(moe_intermediate_size=12, shared_expert_intermediate_size=12, num_experts=3, num_experts_per_tok=2)
 
-HYBRID_TYPES = ["falcon_mamba", "jamba", "zamba2", "granitemoehybrid", "nemotron_h", "falcon_h1", "qwen3_next",
+HYBRID_TYPES = ["falcon_mamba", "jamba", "zamba2", "bamba", "granitemoehybrid", "nemotron_h", "falcon_h1", "qwen3_next",
                 "qwen3_5_text", "qwen3_5_moe_text"]
 
 
@@ -38,6 +38,10 @@ def tiny_hybrid_config(model_type: str):
                               mamba_d_state=5, mamba_d_conv=3, mamba_expand=2, n_mamba_heads=4, mamba_ngroups=2,
                               num_attention_heads=4, num_key_value_heads=4, intermediate_size=28, num_mem_blocks=2,
                               use_mem_rope=True, chunk_size=8, adapter_rank=6, use_shared_attention_adapter=True, **IDS)
+    if model_type == "bamba":
+        return T.BambaConfig(hidden_size=40, intermediate_size=24, num_hidden_layers=5, num_attention_heads=4,
+                             num_key_value_heads=2, attn_layer_indices=[1, 3], mamba_n_heads=4, mamba_n_groups=2,
+                             mamba_d_state=5, mamba_d_conv=3, mamba_expand=2, mamba_chunk_size=8, **IDS)
     if model_type == "granitemoehybrid":
         return T.GraniteMoeHybridConfig(hidden_size=40, intermediate_size=24, num_hidden_layers=5, num_attention_heads=4,
                                         num_key_value_heads=2, layer_types=TWO_ATTENTION, mamba_n_heads=4,

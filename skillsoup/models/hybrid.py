@@ -1,4 +1,4 @@
-"""The "hf" backend: a transformers hybrid model (Jamba, Zamba2, GraniteMoeHybrid, NemotronH,
+"""The "hf" backend: a transformers hybrid model (Jamba, Zamba2, Bamba, GraniteMoeHybrid, NemotronH,
 FalconH1, Qwen3-Next, Qwen3.5) run by transformers itself from a cache rebuilt from the SkillState.
 
 Why this is exact: transformers 5.23 continues Mamba-2 mixers and gated DeltaNet layers exactly
