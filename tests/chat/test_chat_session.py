@@ -287,17 +287,26 @@ def test_bundled_skills_dir_prefers_the_demo_skills():
 
 
 def test_chat_on_a_hybrid_model_mixes_with_concatenated_kv(tmp_path, hybrid_model):
-    """The chat runs a hybrid (tiny Jamba) unchanged: skills added on first use, /mix kv=concat
-    reaches the mix, and the answer is written."""
-    from conftest import Transcript, chat_skills
+    """The chat runs a hybrid (tiny Jamba) unchanged: /mix kv=concat reaches the mix, and the answer
+    of two pinned skills is written."""
+    import io
 
+    from rich.console import Console
+
+    from skillsoup.chat import ChatSession
     from skillsoup.registry import SkillRegistry
     from skillsoup.runtime import SkillSoup
+    from skillsoup.skills.skill import Demonstration, Skill
 
+    skills = [Skill(name, name, tuple(Demonstration(w, f(w)) for w in ("cat", "lamp", "stone")))
+              for name, f in (("upper", str.upper), ("reverse", lambda w: w[::-1]))]
     with SkillRegistry.open(tmp_path / "reg", embedder="hash:64") as reg:
-        reg.add(chat_skills(), hybrid_model)
-        t = Transcript(SkillSoup(reg, hybrid_model), max_new_tokens=3)
-        assert "mix mix, kv concat" in t.run("/mix kv=concat")
-        out = t.run("/use timer:2 upper", "set a timer for 7 minutes")
-        assert "pinned timer 0.67, upper 0.33" in out and "3 tokens" in out
-        assert t.session.options.kv == "concat"
+        reg.add(skills, hybrid_model)
+        buffer = io.StringIO()
+        session = ChatSession(SkillSoup(reg, hybrid_model), Console(file=buffer, width=100, color_system=None),
+                              ChatOptions(max_new_tokens=3))
+        for line in ("/mix kv=concat", "/use upper:2 reverse", "river"):
+            session.handle(line)
+    out = buffer.getvalue()
+    assert "mix mix, kv concat" in out and "pinned upper 0.67, reverse 0.33" in out
+    assert session.options.kv == "concat" and len(session.transcript) == 1 and "error" not in out

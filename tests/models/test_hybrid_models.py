@@ -78,6 +78,15 @@ def test_one_hot_mix_reproduces_each_skill(hybrid, kv):
         assert_close(f"one-hot {weights} ({kv})", hybrid.forward(query, mixed)[0], hybrid.forward(query, skill)[0], 1e-6)
 
 
+@pytest.mark.parametrize("kv", ["top", "concat"])
+def test_mixing_is_linear_on_the_recurrent_parts(hybrid, kv):
+    a, b = hybrid.capture(_ids(DEMOS, seed=7, rows=1)), hybrid.capture(_ids(DEMOS - 13, seed=8, rows=1))
+    mixed = mix([a, b], [0.3, 0.7], kv=kv)
+    for j in range(hybrid.layout.n_recurrent):
+        assert_close(f"recurrent {j}", mixed.recurrent[j], 0.3 * a.recurrent[j] + 0.7 * b.recurrent[j], 1e-6)
+        assert_close(f"conv {j}", mixed.conv[j], 0.3 * a.conv[j] + 0.7 * b.conv[j], 1e-6)
+
+
 def test_concat_weights_take_effect(hybrid):
     if not hybrid.layout.has_kv:
         pytest.skip("no attention layer")
