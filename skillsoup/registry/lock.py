@@ -12,6 +12,8 @@ import fcntl
 import logging
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from skillsoup.errors import RegistryError, RegistryLockedError
@@ -92,6 +94,35 @@ class RegistryLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+@contextmanager
+def shared_lock(registry_dir: str | os.PathLike, timeout: float | None = None) -> Iterator[None]:
+    """A reader's lock for a registry it may not write: ``flock(LOCK_SH)`` on the existing lock
+    file, opened read-only, so no writer is mid-write while it is held. Without a lock file (no
+    writer ever ran) there is nothing to wait for."""
+    from skillsoup.config import lock_timeout
+
+    path = Path(registry_dir) / ".lock"
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        yield
+        return
+    try:
+        deadline = time.monotonic() + (lock_timeout() if timeout is None else timeout)
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise RegistryLockedError(f"registry {path.parent} is being written by another process; wait for "
+                                              "it and try again") from None
+                time.sleep(_POLL_S)
+        yield
+    finally:
+        os.close(fd)  # closing drops the lock
 
 
 class NoLock:
