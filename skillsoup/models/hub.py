@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
+from skillsoup.embedding import quiet_loading
 from skillsoup.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
+
+__all__ = ["config_error", "hub_local_only", "hub_problem", "is_cached", "offline_mode", "quiet_loading"]
 
 PROBE_TIMEOUT_S = 3.0  # one request to the hub, no retries
 _TRUE = ("1", "true", "yes", "on")
@@ -85,27 +86,3 @@ def config_error(source: str, local: bool, exc: Exception) -> ModelLoadError:
         return ModelLoadError(f"model folder {source}: its config.json cannot be read ({reason}); fix or replace "
                               f"{Path(source) / 'config.json'} (save_pretrained writes it), or pass another --model folder")
     return ModelLoadError(f"cannot load the config of model {source!r} ({reason}); check the id, or {download_advice(source)}")
-
-
-@contextmanager
-def quiet_loading() -> Iterator[None]:
-    """transformers' progress bars and warnings, and huggingface_hub's retry warnings, off for the
-    duration of a load, unless skillsoup logs at INFO (then the user asked to see what happens)."""
-    if logging.getLogger("skillsoup").isEnabledFor(logging.INFO):
-        yield
-        return
-    from transformers.utils import logging as hf_logging
-
-    bars, verbosity = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
-    hub_logger = logging.getLogger("huggingface_hub")
-    hub_level = hub_logger.level
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
-    hub_logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        hub_logger.setLevel(hub_level)
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
