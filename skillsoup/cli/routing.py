@@ -166,6 +166,7 @@ def fit_command(
     from skillsoup.routing import Router, fit
 
     with open_registry(registry, chroma_url) as reg:
+        reg.check_writable("store fitted router parameters")  # before fitting, not after
         r = Router(reg)
         report = fit(r, file)
     p = report.params

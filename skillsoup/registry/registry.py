@@ -98,8 +98,8 @@ class SkillRegistry:
         remove_snapshot(self._snapshot)
         self._snapshot = None
 
-    def _writable(self, action: str) -> None:
-        """Refuse a write to a read-only registry before anything is touched."""
+    def check_writable(self, action: str) -> None:
+        """Refuse (RegistryReadOnlyError) to ``action`` on a read-only registry, before any work."""
         if self.read_only:
             raise read_only_error(self.path, action)
 
@@ -179,7 +179,7 @@ class SkillRegistry:
 
     def recompute(self, row: SkillRow, model: StateModel) -> SkillState:
         """:meth:`_compute`, then store the state and record it in the index."""
-        self._writable("store a recomputed state")
+        self.check_writable("store a recomputed state")
         state = self._compute(row, model)
         sha = self.store.put(state, row.state_hash)
         self.index.set_state(row.name, model.fingerprint, sha)
@@ -198,7 +198,7 @@ class SkillRegistry:
             if s.name in seen:
                 raise RegistryError(f"skill {s.name!r} is given twice; rename one of them")
             seen.add(s.name)
-        self._writable("add skills")
+        self.check_writable("add skills")
         with self.lock:
             self.index.collection(SKILLS), self.index.collection(DEMOS)
             current = self.index.skill_metadata()
@@ -301,7 +301,7 @@ class SkillRegistry:
     def add_composite(self, skill: Skill, recipe: Recipe, model: StateModel, replace: bool = False) -> AddResult:
         """Save a composite skill: ``skill`` routes like any other, its state is ``recipe``'s mix of
         its sources' states for ``model`` (see :mod:`skillsoup.registry.composite`)."""
-        self._writable("add a composite skill")
+        self.check_writable("add a composite skill")
         with self.lock:
             self.index.collection(SKILLS), self.index.collection(DEMOS)
             return add_composite(self, skill, recipe, model, replace)
@@ -314,7 +314,7 @@ class SkillRegistry:
     def remove(self, name: str) -> list[str]:
         """Delete a skill: its row first (so it disappears at once), then its leftovers. Returns the
         composites that used it (they keep their stored mix but can no longer be remixed)."""
-        self._writable(f"remove skill {name!r}")
+        self.check_writable(f"remove skill {name!r}")
         with self.lock:
             row = self._row(name)
             self.index.delete_skill(name)
@@ -329,7 +329,7 @@ class SkillRegistry:
     def rebuild(self, model: StateModel, names: Sequence[str] | None = None,
                 progress: ProgressFn | None = None) -> list[AddResult]:
         """Recompute the states of ``names`` (default all) for ``model`` from their demonstrations."""
-        self._writable("rebuild states")
+        self.check_writable("rebuild states")
         with self.lock:
             rows = self.index.get_skills()
             if names is not None:
@@ -358,7 +358,7 @@ class SkillRegistry:
 
         if not repair:
             return run_doctor(self, model, repair=False)
-        self._writable("be repaired (check it with repair=False, skillsoup doctor --no-repair)")
+        self.check_writable("be repaired (check it with repair=False, skillsoup doctor --no-repair)")
         with self.lock:
             return run_doctor(self, model, repair=True)
 
@@ -372,7 +372,7 @@ class SkillRegistry:
 
     def set_setting(self, key: str, value) -> int:
         """Store a JSON-able value (None removes the key); returns the new settings version."""
-        self._writable(f"store setting {key!r}")
+        self.check_writable(f"store setting {key!r}")
         with self._settings_lock:
             return self._settings.write(key, value)
 

@@ -20,10 +20,12 @@ from pathlib import Path
 import pytest
 from registry_helpers import make_skill, subprocess_env
 
+from skillsoup.compose import compose_skill
 from skillsoup.errors import RegistryReadOnlyError
 from skillsoup.registry import SkillRegistry, capture_skill
 from skillsoup.registry import opening as opening_module
 from skillsoup.routing.router import Router, RouterParams
+from skillsoup.skills.skill import Demonstration
 
 EMBEDDER = "hash:32"
 
@@ -73,8 +75,11 @@ def test_every_read_works_and_nothing_is_written(built, tiny_model, second_model
     (lambda reg, m: reg.rebuild(m), "rebuild states"),
     (lambda reg, m: reg.doctor(m, repair=True), "be repaired"),
     (lambda reg, m: reg.set_setting("note", "changed"), "store setting 'note'"),
-], ids=["add", "remove", "rebuild", "doctor-repair", "setting"])
-def test_every_write_says_the_folder_is_read_only(built, tiny_model, write, action):
+    (lambda reg, m: compose_skill(reg, m, "blend", ["alpha", "beta"], [Demonstration("a", "b")] * 2),
+     "add a composite skill"),
+], ids=["add", "remove", "rebuild", "doctor-repair", "setting", "compose"])
+def test_every_write_says_the_folder_is_read_only(built, tiny_model, write, action, monkeypatch):
+    monkeypatch.setattr("skillsoup.compose.composite.compose", lambda *a, **k: pytest.fail("searched first"))
     before = folder_digest(built)
     with SkillRegistry.open(built, read_only=True) as reg:
         with pytest.raises(RegistryReadOnlyError) as err:
