@@ -161,3 +161,15 @@ def test_the_commands_read_a_read_only_registry(built, tmp_path, mamba_dir):
     finally:
         _chmod_tree(built, writable=True)
     assert folder_digest(built) == before
+
+
+def test_the_copy_waits_for_a_writer(built):
+    """The private copy is taken under a shared lock: never from the middle of a write."""
+    from skillsoup.errors import RegistryLockedError
+    from skillsoup.registry import RegistryLock
+
+    with RegistryLock(built):
+        with pytest.raises(RegistryLockedError, match=f"registry {built} is being written by another process"):
+            SkillRegistry.open(built, read_only=True, lock_timeout=0.2)
+    with SkillRegistry.open(built, read_only=True, lock_timeout=0.2) as reg:  # the writer is done
+        assert reg.names() == ["alpha", "beta"]
