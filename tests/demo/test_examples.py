@@ -113,3 +113,28 @@ def test_the_tour_names_files_that_exist():
     assert "--examples examples/blend.jsonl" in tour
     for path in re.findall(r"\b((?:skills|examples)/[\w./-]+)", tour):
         assert (REPO / path).exists(), path
+
+
+def test_the_readme_lists_the_phrasings_the_demo_model_was_trained_on():
+    """The README's "Try these phrasings" table says exactly what the corpus trains (change both)."""
+    import inspect
+
+    from skillsoup.demo import data
+    from skillsoup.demo.catalog import INTENTS, VARIANTS
+
+    section = README[README.index("| skill | phrasings it was trained on |"):]
+    rows = {}
+    for line in section.splitlines()[2:]:
+        if not line.startswith("| "):
+            break
+        skill, phrasings = line.strip("| ").split(" | ", 1)
+        rows[skill] = [p for p in re.findall(r"`([^`]*\{[^`]*)`", phrasings) if p != "{x}"]  # not the notes
+    intent_of = {v.name: v.intent for v in VARIANTS if v.bundled}
+    assert set(rows) == set(intent_of)
+    generators = inspect.getsource(data)
+    for skill, phrasings in rows.items():
+        forms = next(i.forms for i in INTENTS if i.name == intent_of[skill])
+        if forms == ("{x}",):  # the whole request is generated: its phrasings live in skillsoup/demo/data.py
+            assert phrasings and all(f'"{p}"' in generators for p in phrasings), skill
+        else:
+            assert tuple(phrasings) == forms, skill
