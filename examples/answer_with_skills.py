@@ -1,6 +1,6 @@
 """The whole pipeline: add skill files, route each query, mix the skills' states, answer.
 
-    python examples/answer_with_skills.py --registry DIR --model DIR --skills skills/ "reverse: hello"
+    python examples/answer_with_skills.py --skills skills/demo "set a timer for 5 minutes" "which quarter is 2024-03-12"
 """
 
 import argparse

@@ -1,8 +1,9 @@
 """An application that uses only skillsoup's Router: it sends each request to one of its own
 handlers by the skill the router picks, and to a fallback when the router abstains. No model is
-loaded; the registry's text index is enough.
+loaded; the registry's text index is enough. With the demo skills added (skillsoup add skills/demo/):
 
-    python examples/embed_router.py --registry DIR "set a timer for 5 minutes" "tell me a joke"
+    python examples/embed_router.py "set a timer for 5 minutes" "convert 3 km" "remind me to call mom at 5pm" \
+        "what is the capital of France"
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ def convert_units(query: str) -> str:
     return f"unit converter <- {query!r}"
 
 
-HANDLERS = {"timer": start_timer, "convert": convert_units}  # skill name -> handler
+HANDLERS = {"timer-call": start_timer, "metric-convert": convert_units}  # skill name -> handler
 
 
 def dispatch(router: Router, query: str) -> str:
@@ -41,6 +42,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--registry", help="registry folder (default: the user's)")
     args = parser.parse_args(argv)
     with SkillRegistry.open(args.registry) as registry:
+        unknown = sorted(set(HANDLERS) - set(registry.names()))
+        if unknown:  # a handler whose skill is not in the registry would never run
+            parser.exit(1, f"the registry has no skill {', '.join(unknown)}; add them: skillsoup add skills/demo/\n")
         router = Router(registry)  # parameters stored in the registry (skillsoup fit), else defaults
         for query in args.queries:
             print(dispatch(router, query))

@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +51,8 @@ def _load(source: str, device: str, offline: bool):
                 "text embedding needs the package sentence-transformers (pip install sentence-transformers)"
             ) from None
         try:
-            model = SentenceTransformer(source, device=device, local_files_only=offline)
+            with quiet_loading():
+                model = SentenceTransformer(source, device=device, local_files_only=offline)
         except (OSError, ValueError) as exc:
             raise ModelLoadError(
                 f"cannot load embedding model {source!r}: {exc}. Pass an existing sentence-transformers "
@@ -58,6 +61,31 @@ def _load(source: str, device: str, offline: bool):
         log.info("loaded embedding model %s on %s", source, device)
         _MODELS[key] = model
         return model
+
+
+@contextmanager
+def quiet_loading() -> Iterator[None]:
+    """transformers' progress bars ("Loading weights") and warnings, and huggingface_hub's retry
+    warnings, off while a model loads (this embedder, or a checkpoint in skillsoup.models), unless
+    skillsoup logs at INFO (``skillsoup -v``: then the user asked to see what happens)."""
+    if logging.getLogger("skillsoup").isEnabledFor(logging.INFO):
+        yield
+        return
+    from transformers.utils import logging as hf_logging
+
+    bars, verbosity = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
+    hub_logger = logging.getLogger("huggingface_hub")
+    hub_level = hub_logger.level
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    hub_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        hub_logger.setLevel(hub_level)
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 class TextEmbedder:

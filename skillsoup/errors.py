@@ -49,6 +49,10 @@ class RegistryLockedError(RegistryError):
     """Another process holds the registry's write lock."""
 
 
+class RegistryReadOnlyError(RegistryError):
+    """A write to a registry folder this process may only read."""
+
+
 class SkillNotFoundError(RegistryError):
     """A skill name is not in the registry."""
 

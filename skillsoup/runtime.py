@@ -62,21 +62,24 @@ class Answer:
     timings: Timings
     pinned: bool = False  # the skills were given, not routed
     stopped: bool = False  # the stream was closed before the answer ended
+    truncated: bool = False  # cut at max_new_tokens, before a stop string or EOS ended it
 
     def to_dict(self) -> dict:
         return {"text": self.text, "matches": [asdict(m) for m in self.matches], "timings": asdict(self.timings),
-                "pinned": self.pinned, "stopped": self.stopped}
+                "pinned": self.pinned, "stopped": self.stopped, "truncated": self.truncated}
 
 
 class Stream:
     """Text pieces of one answer. ``matches`` is known at once; ``answer`` once the pieces are read
     to the end (or after ``close()``, which stops generating)."""
 
-    def __init__(self, matches: tuple[SkillMatch, ...], pinned: bool, pieces: Iterator[str], timings: dict):
+    def __init__(self, matches: tuple[SkillMatch, ...], pinned: bool, pieces: Iterator[str], timings: dict,
+                 ending: dict | None = None):
         self.matches = matches
         self.pinned = pinned
         self._pieces = pieces
         self._timings = timings
+        self._ending = ending if ending is not None else {}  # {"truncated": bool}, set by the generator
         self._text: list[str] = []
         self._answer: Answer | None = None
 
@@ -105,7 +108,9 @@ class Stream:
 
     def _finish(self, stopped: bool) -> None:
         if self._answer is None:
-            self._answer = Answer("".join(self._text), self.matches, Timings(**self._timings), self.pinned, stopped)
+            truncated = self._ending.get("truncated", False) and not stopped
+            self._answer = Answer("".join(self._text), self.matches, Timings(**self._timings), self.pinned, stopped,
+                                  truncated)
 
     @property
     def answer(self) -> Answer:
@@ -196,9 +201,11 @@ class SkillSoup:
         state, template = self.state_for(matches, mix, layers, kv)
         t2 = time.perf_counter()
         timings = {"route_ms": (t1 - t0) * 1000 if not pinned and routing else 0.0, "load_mix_ms": (t2 - t1) * 1000}
+        ending: dict = {}
         pieces = self._generate(template.render_query(query), state, template.stop_strings(), timings,
-                                dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed))
-        return Stream(matches, pinned, pieces, timings)
+                                dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed),
+                                ending)
+        return Stream(matches, pinned, pieces, timings, ending)
 
     def _pinned(self, skills) -> tuple[SkillMatch, ...]:
         if isinstance(skills, Mapping):
@@ -238,8 +245,11 @@ class SkillSoup:
             return states[0], top
         return mix(states, [m.weight for m in matches], conv=mode, layers=layers, kv=kv), top
 
-    def _generate(self, prompt: str, state, stop: list[str], timings: dict, options: dict) -> Iterator[str]:
-        """Prefill all prompt tokens but the last, then decode from the last one; fills ``timings``."""
+    def _generate(self, prompt: str, state, stop: list[str], timings: dict, options: dict,
+                  ending: dict | None = None) -> Iterator[str]:
+        """Prefill all prompt tokens but the last, then decode from the last one; fills ``timings``
+        and ``ending["truncated"]`` (the token limit ended the answer)."""
+        ending = ending if ending is not None else {}
         model = self.model
         ids = model.encode(prompt)
         start = time.perf_counter()
@@ -261,7 +271,8 @@ class SkillSoup:
                     yield piece
                 if done:
                     break
-            else:
+            else:  # no stop string: EOS, or the token limit when all of them were used
+                ending["truncated"] = n == options["max_new_tokens"] > 0
                 tail = decoder.finish()
                 if tail:
                     yield tail

@@ -8,6 +8,7 @@ import os
 import sys
 
 import typer
+from rich.markup import escape
 
 from skillsoup.cli.common import console, err_console
 from skillsoup.errors import SkillsoupError
@@ -24,8 +25,35 @@ eval_app = typer.Typer(name="eval", help="Measure how well skills are routed and
 app.add_typer(eval_app, name="eval")
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(version_line())
+        raise typer.Exit()
+
+
+def version_line() -> str:
+    """skillsoup's version and the versions that decide its numbers (read from the installed
+    metadata, so nothing heavy is imported)."""
+    from importlib import metadata
+
+    from skillsoup import __version__
+
+    def installed(name: str) -> str:
+        try:
+            return f"{name} {metadata.version(name)}"
+        except metadata.PackageNotFoundError:
+            return f"{name} not installed"
+
+    deps = ", ".join(installed(n) for n in ("torch", "transformers", "chromadb"))
+    return f"skillsoup {__version__} ({deps}; Python {sys.version.split()[0]})"
+
+
 @app.callback()
-def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log what the library does.")) -> None:
+def _root(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log what the library does (and show library progress bars)."),
+    version: bool = typer.Option(False, "--version", callback=_show_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
@@ -47,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     _register()
     try:
-        result = app(args=argv, standalone_mode=False)  # returns a command's typer.Exit code
+        result = app(args=argv, prog_name="skillsoup", standalone_mode=False)  # returns a command's typer.Exit code
     except SkillsoupError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
         return exc.exit_code
@@ -56,14 +84,47 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except typer.Exit as exc:
         return exc.exit_code
-    except Exception as exc:  # click usage errors and friends
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            return exc.exit_code
-        raise
+    except Exception as exc:
+        if not is_usage_error(exc):
+            raise
+        show_usage_error(exc)
+        return exc.exit_code
     return result if isinstance(result, int) else 0
+
+
+def _click_exception_types() -> tuple[type, ...]:
+    """click's ClickException and, since typer 0.29, the copy of click that typer bundles (its
+    parser raises that copy's exceptions, which are not click's)."""
+    import importlib
+
+    found = []
+    for module in ("click.exceptions", "typer._click.exceptions"):
+        try:
+            found.append(importlib.import_module(module).ClickException)
+        except (ImportError, AttributeError):
+            pass
+    return tuple(found)
+
+
+def is_usage_error(exc: BaseException) -> bool:
+    """A click-style command-line error: one of the known classes or, should typer move its
+    copy of click again, anything with click's interface (an int ``exit_code``, ``format_message``)."""
+    if isinstance(exc, _click_exception_types()):
+        return True
+    return isinstance(getattr(exc, "exit_code", None), int) and callable(getattr(exc, "format_message", None))
+
+
+def show_usage_error(exc: BaseException) -> None:
+    """One red line naming the command and where its help is. No arguments at all is a request for
+    the help, which click has already printed while building the error."""
+    message = exc.format_message()
+    ctx = getattr(exc, "ctx", None)
+    if type(exc).__name__ == "NoArgsIsHelpError":
+        if message.strip():  # printed by us only when click did not render it itself (plain mode)
+            typer.echo(message)
+        return
+    path = getattr(ctx, "command_path", "") or "skillsoup"
+    err_console.print(f"[bold red]error:[/] {escape(message)} [dim](see {escape(path)} --help)[/]", highlight=False)
 
 
 def run() -> None:  # console-script entry point

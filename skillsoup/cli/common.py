@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import warnings
@@ -29,7 +30,10 @@ ModelOpt = Annotated[
 
 
 def quiet_libraries() -> None:
-    """Keep transformers' and sentence-transformers' progress bars and advice out of the output."""
+    """Keep transformers' and sentence-transformers' progress bars and advice out of the output,
+    unless --verbose asked to see what the libraries do."""
+    if logging.getLogger("skillsoup").isEnabledFor(logging.INFO):
+        return
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

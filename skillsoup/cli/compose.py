@@ -12,7 +12,10 @@ from rich.table import Table
 
 from skillsoup.cli import app
 from skillsoup.cli.common import ChromaUrlOpt, ModelOpt, RegistryOpt, console, load_cli_model, open_registry
-from skillsoup.compose import DEFAULT_BUDGET
+
+# skillsoup.compose.DEFAULT_BUDGET, written out: importing skillsoup.compose loads torch, and every
+# command (even --version) imports this module (tests/cli/test_usage_errors.py checks the two agree)
+BUDGET_HELP = "Evaluations of the objective, the uniform mix included (default 60)."
 
 
 def _unescape(text: str) -> str:
@@ -25,7 +28,7 @@ def compose(
     name: Annotated[str, typer.Argument(help="Name of the composite skill to save.")],
     sources: Annotated[str, typer.Option("--from", help="Source skills, comma-separated (at least 2).")],
     examples: Annotated[Path, typer.Option("--examples", help='JSONL file, one {"input": ..., "output": ...} a line.')],
-    budget: Annotated[int, typer.Option("--budget", help="Evaluations of the objective (the uniform mix included).")] = DEFAULT_BUDGET,
+    budget: Annotated[Optional[int], typer.Option("--budget", help=BUDGET_HELP)] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the search and of the held-out split.")] = 0,
     holdout: Annotated[float, typer.Option("--holdout", help="Fraction of the examples held out to check the weights.")] = 0.0,
     template: Annotated[Optional[str], typer.Option("--template", help="Template for the examples (default: the first source's); \\n is a newline.")] = None,
@@ -47,7 +50,8 @@ def compose(
     with open_registry(registry, chroma_url) as reg:
         result, added = compose_skill(
             reg, m, name, names, pairs, template=_unescape(template) if template is not None else None,
-            description=description, budget=budget, seed=seed, holdout=holdout, replace=replace, conv=conv, kv=kv,
+            description=description, seed=seed, holdout=holdout, replace=replace, conv=conv, kv=kv,
+            **({} if budget is None else {"budget": budget}),
         )
     table = Table(title=f"compose {name}: {result.evaluations} evaluations, {result.method}, seed {seed}")
     table.add_column("mix")

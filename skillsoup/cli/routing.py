@@ -148,6 +148,8 @@ def ask(
         sys.stdout.write("\n")
         a = stream.answer
     t = a.timings
+    if a.truncated:  # stderr, so stdout stays the answer alone
+        err_console.print(f"[yellow](cut at {max_tokens} tokens; raise --max-tokens for more)[/]")
     err_console.print(
         f"[dim]{escape(_matches_line(a.matches, a.pinned))} · route {t.route_ms:.0f} ms · load/mix {t.load_mix_ms:.0f} ms"
         f" · first token {t.first_token_ms:.0f} ms · {t.decode_tokens_per_s:.0f} tok/s[/]"
@@ -165,6 +167,7 @@ def fit_command(
     from skillsoup.routing import Router, fit
 
     with open_registry(registry, chroma_url) as reg:
+        reg.check_writable("store fitted router parameters")  # before fitting, not after
         r = Router(reg)
         report = fit(r, file)
     p = report.params

@@ -252,7 +252,9 @@ def doctor(
         except ModelLoadError:
             err_console.print("[dim]no default model: checking recorded states only (pass --model to check one)[/]")
     with open_registry(registry, chroma_url) as reg:
-        report = reg.doctor(m, repair=not no_repair)
+        if reg.read_only and not no_repair:
+            err_console.print(f"[dim]registry {escape(str(reg.path))} is read-only: checking only, repairing nothing[/]")
+        report = reg.doctor(m, repair=not no_repair and not reg.read_only)
     summary = f"{report.skills} skills, {report.demo_rows} demonstration rows, {report.state_files} state files"
     if report.clean:
         console.print(f"registry {reg.path} is healthy: {summary}")
@@ -276,4 +278,6 @@ def doctor(
     from skillsoup.errors import RegistryError
 
     # an error, not typer.Exit: main() turns it into the exit code (and a red line)
-    raise RegistryError(f"{len(report.problems)} problems left as they are; run skillsoup doctor without --no-repair to fix them")
+    fix = ("make the registry writable and run skillsoup doctor to fix them" if reg.read_only and not no_repair
+           else "run skillsoup doctor without --no-repair to fix them")
+    raise RegistryError(f"{len(report.problems)} problems left as they are; {fix}")

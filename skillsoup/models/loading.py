@@ -15,6 +15,7 @@ import torch
 from skillsoup.errors import ModelLoadError
 from skillsoup.models.architectures import ARCHITECTURES
 from skillsoup.models.base import StateModel
+from skillsoup.models.hub import config_error, hub_local_only, quiet_loading
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,8 @@ def _checksum(flat: torch.Tensor) -> int:
 
 
 def _resolve(name_or_path: str | os.PathLike) -> tuple[str, bool]:
-    """-> (what to pass to from_pretrained, is_local)."""
+    """-> (what to pass to from_pretrained, whether to read local files only: a folder, or a hub id
+    that is cached while the hub is out of reach)."""
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
@@ -67,7 +69,7 @@ def _resolve(name_or_path: str | os.PathLike) -> tuple[str, bool]:
             f"model folder {text} does not exist; pass an existing checkpoint folder or a hub id like "
             "state-spaces/mamba-130m-hf"
         )
-    return text, False
+    return text, hub_local_only(text)
 
 
 def _load_tokenizer(source: str, local: bool):
@@ -97,22 +99,20 @@ def load_model(
     from transformers import AutoConfig
 
     source, local = _resolve(name_or_path)
+    folder = Path(source).is_dir()
     try:
-        config = AutoConfig.from_pretrained(source, local_files_only=local)
+        with quiet_loading():
+            config = AutoConfig.from_pretrained(source, local_files_only=local)
     except (OSError, ValueError) as exc:
-        offline = os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "TRUE", "True")
-        how = "the hub is unreachable or offline mode is on" if not local else "its config.json is unreadable"
-        raise ModelLoadError(
-            f"cannot load model {source!r}: {how}{' (HF_HUB_OFFLINE=1)' if offline else ''}. Download it where "
-            f"online (huggingface-cli download {source} --local-dir DIR) and pass --model DIR ({exc.__class__.__name__})"
-        ) from None
+        raise config_error(source, folder, exc) from None
     if config.model_type not in SUPPORTED:
         raise ModelLoadError(
             f"model {source!r} is a {config.model_type!r} model; skillsoup supports {', '.join(sorted(SUPPORTED))}"
         )
     cls = getattr(transformers, SUPPORTED[config.model_type])
     try:
-        hf, info = cls.from_pretrained(source, dtype=dtype, local_files_only=local, output_loading_info=True)
+        with quiet_loading():
+            hf, info = cls.from_pretrained(source, dtype=dtype, local_files_only=local, output_loading_info=True)
     except (OSError, ValueError, RuntimeError) as exc:
         raise ModelLoadError(f"cannot load the weights of {source!r}: {exc}") from None
     missing = [k for k in info.get("missing_keys", []) if "lm_head" not in k or not config.tie_word_embeddings]
@@ -120,6 +120,8 @@ def load_model(
     if bad:
         raise ModelLoadError(f"checkpoint {source!r} lacks or mis-shapes {len(bad)} weights, e.g. {bad[:3]}")
     hf = hf.to(device)
-    model = StateModel(hf, _load_tokenizer(source, local), fingerprint=model_fingerprint(hf), source=source, impl=impl)
+    with quiet_loading():
+        tokenizer = _load_tokenizer(source, local)
+    model = StateModel(hf, tokenizer, fingerprint=model_fingerprint(hf), source=source, impl=impl)
     log.info("loaded %r", model)
     return model

@@ -157,6 +157,7 @@ def mix_recipe(reg: RegistryCore, name: str, recipe: Recipe, model: StateModel) 
 def check_composite_name(name: str, reg: RegistryCore, replace: bool) -> None:
     from skillsoup.skills.rules import NAME_PATTERN
 
+    reg.check_writable("add a composite skill")  # before the search, which takes a while
     if not isinstance(name, str) or not NAME_PATTERN.match(name):
         raise RegistryError(f"composite name {name!r} is not valid: use lowercase letters, digits, '-' and '_', "
                             "starting with a letter or digit, at most 64 characters")

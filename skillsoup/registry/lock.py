@@ -12,6 +12,8 @@ import fcntl
 import logging
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from skillsoup.errors import RegistryError, RegistryLockedError
@@ -54,20 +56,13 @@ class RegistryLock:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
             raise RegistryError(f"cannot create the registry lock {self.path}: {exc.strerror}; check the folder's permissions") from None
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    os.close(fd)
-                    pid = self.holder_pid()
-                    raise RegistryLockedError(
-                        f"registry {self.dir} is being written by another process (pid {pid if pid else '?'}); "
-                        "wait for it or use a Chroma server with --chroma-url"
-                    ) from None
-                time.sleep(_POLL_S)
+        if not _flock_within(fd, fcntl.LOCK_EX, timeout):
+            os.close(fd)
+            pid = self.holder_pid()
+            raise RegistryLockedError(
+                f"registry {self.dir} is being written by another process (pid {pid if pid else '?'}); "
+                "wait for it or use a Chroma server with --chroma-url"
+            )
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd, self._depth = fd, 1
@@ -92,6 +87,41 @@ class RegistryLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def _flock_within(fd: int, operation: int, timeout: float) -> bool:
+    """Take ``flock(fd, operation)``, polling until ``timeout`` seconds have passed; False if not taken."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, operation | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(_POLL_S)
+
+
+@contextmanager
+def shared_lock(registry_dir: str | os.PathLike, timeout: float | None = None) -> Iterator[None]:
+    """A reader's lock for a registry it may not write: ``flock(LOCK_SH)`` on the existing lock
+    file, opened read-only, so no writer is mid-write while it is held. Without a lock file (no
+    writer ever ran) there is nothing to wait for."""
+    from skillsoup.config import lock_timeout
+
+    path = Path(registry_dir) / ".lock"
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        yield
+        return
+    try:
+        if not _flock_within(fd, fcntl.LOCK_SH, lock_timeout() if timeout is None else timeout):
+            raise RegistryLockedError(f"registry {path.parent} is being written by another process; wait for it and "
+                                      "try again")
+        yield
+    finally:
+        os.close(fd)  # closing drops the lock
 
 
 class NoLock:

@@ -39,9 +39,10 @@ from skillsoup.registry.composite import (
 )
 from skillsoup.registry.index import DEMOS, SKILLS, SkillIndex, SkillRow, skill_text
 from skillsoup.registry.lock import NoLock, RegistryLock
+from skillsoup.registry.opening import open_index, read_only_error, remove_snapshot
 from skillsoup.registry.settings import Settings
 from skillsoup.registry.store import StateStore, fp_key
-from skillsoup.registry.values import AddResult, DemoMatch, ProgressFn, SkillHit, SkillInfo, capture_skill
+from skillsoup.registry.values import AddResult, DemoMatch, ProgressFn, SkillHit, SkillInfo, add_status, capture_skill
 from skillsoup.skills.skill import Skill
 from skillsoup.states.state import SkillState
 
@@ -55,54 +56,52 @@ _CHUNK = 32  # skills embedded, captured and committed together
 
 
 class SkillRegistry:
-    def __init__(self, path: Path, index: SkillIndex, embedder, chroma_url: str | None = None, lock_timeout: float | None = None):
+    def __init__(self, path: Path, index: SkillIndex, embedder, chroma_url: str | None = None, lock_timeout: float | None = None,
+                 read_only: bool = False, snapshot: Path | None = None):
         self.path = Path(path)
         self.chroma_url = chroma_url
         self.index = index
         self.embedder = embedder
         self.store = StateStore(self.path / "states")
         self._settings = Settings(self.path)
-        # a Chroma server serialises index writes itself; the file lock guards the embedded index
-        self.lock = NoLock() if chroma_url else RegistryLock(self.path, lock_timeout)
+        self.read_only = read_only  # reads work; writes raise RegistryReadOnlyError (registry/opening.py)
+        self._snapshot = snapshot
+        # a Chroma server serialises index writes itself; the file lock guards the embedded index; a
+        # read-only registry's index is its own private copy
+        self.lock = NoLock() if chroma_url or read_only else RegistryLock(self.path, lock_timeout)
         self._settings_lock = RegistryLock(self.path, lock_timeout) if chroma_url else self.lock
 
     # ---- opening ---------------------------------------------------------------------------
     @classmethod
     def open(cls, path: str | os.PathLike | None = None, chroma_url: str | None = None, embedder=None,
-             lock_timeout: float | None = None) -> SkillRegistry:
+             lock_timeout: float | None = None, read_only: bool | None = None) -> SkillRegistry:
         """Open (lazily create) the registry at ``path`` (default: config's registry folder).
 
         ``embedder``: an object with ``embed(texts)``, ``name`` and ``dim``, or a name for
-        :func:`skillsoup.embedding.get_embedder`; by default the one the registry was built with."""
+        :func:`skillsoup.embedding.get_embedder`; by default the one the registry was built with.
+        ``read_only``: True to only read (writes raise RegistryReadOnlyError); None (default) when
+        this process may not write the folder (see :mod:`skillsoup.registry.opening`)."""
         from skillsoup import config
-        from skillsoup.embedding import get_embedder
 
         path = Path(path).expanduser() if path is not None else config.default_registry_dir()
         if path.exists() and not path.is_dir():
             raise RegistryError(f"registry path {path} is a file; pass a folder with --registry")
-        if chroma_url or (path / "chroma" / "chroma.sqlite3").is_file():
-            client = SkillIndex.connect(path / "chroma" if not chroma_url else None, chroma_url)
-        else:  # creating the index writes it: one process at a time
-            with RegistryLock(path, lock_timeout):
-                client = SkillIndex.connect(path / "chroma", None)
-        probe = SkillIndex(client, "")
-        recorded = probe.recorded_embedder()
-        if embedder is None or isinstance(embedder, (str, os.PathLike)):
-            name = str(embedder) if embedder is not None else (recorded or config.default_embedder())
-            embedder = get_embedder(name)
-        index = SkillIndex(client, embedder.name, server=bool(chroma_url))
-        if recorded and recorded != embedder.name:
-            index.close()
-            raise RegistryError(
-                f"registry {path} was indexed with embedder {recorded!r}, not {embedder.name!r}; "
-                "open it with that embedder or use another --registry"
-            )
-        log.info("opened registry %s (%s, embedder %s)", path, chroma_url or "embedded Chroma", embedder.name)
-        return cls(path, index, embedder, chroma_url=chroma_url, lock_timeout=lock_timeout)
+        opened = open_index(path, chroma_url, embedder, lock_timeout, read_only)
+        log.info("opened registry %s (%s, embedder %s%s)", path, chroma_url or "embedded Chroma", opened.embedder.name,
+                 ", read-only" if opened.read_only else "")
+        return cls(path, opened.index, opened.embedder, chroma_url=chroma_url, lock_timeout=lock_timeout,
+                   read_only=opened.read_only, snapshot=opened.snapshot)
 
     def close(self) -> None:
         self.lock.release()
         self.index.close()
+        remove_snapshot(self._snapshot)
+        self._snapshot = None
+
+    def check_writable(self, action: str) -> None:
+        """Refuse (RegistryReadOnlyError) to ``action`` on a read-only registry, before any work."""
+        if self.read_only:
+            raise read_only_error(self.path, action)
 
     def __enter__(self) -> SkillRegistry:
         return self
@@ -158,6 +157,8 @@ class SkillRegistry:
         if not recompute:
             raise StateFileError(f"skill {name!r}: {problem}; run skillsoup skills rebuild")
         log.warning("skill %r: %s; recomputing it from its %d demonstrations", name, problem, row.n_demos)
+        if self.read_only:  # nowhere to keep it: computed for this use only
+            return self._compute(row, model)
         with self.lock:
             row = self._row(name)  # it may have changed while we waited for the lock
             return self.recompute(row, model)
@@ -171,10 +172,15 @@ class SkillRegistry:
         except StateError as exc:
             return str(exc)
 
-    def recompute(self, row: SkillRow, model: StateModel) -> SkillState:
+    def _compute(self, row: SkillRow, model: StateModel) -> SkillState:
         """Capture a skill's demonstrations, or re-mix a composite's sources (registry/composite.py)."""
         recipe = recipe_of(row)
-        state = capture_skill(model, row.skill) if recipe is None else mix_recipe(self, row.name, recipe, model)
+        return capture_skill(model, row.skill) if recipe is None else mix_recipe(self, row.name, recipe, model)
+
+    def recompute(self, row: SkillRow, model: StateModel) -> SkillState:
+        """:meth:`_compute`, then store the state and record it in the index."""
+        self.check_writable("store a recomputed state")
+        state = self._compute(row, model)
         sha = self.store.put(state, row.state_hash)
         self.index.set_state(row.name, model.fingerprint, sha)
         self.index.share_state(row.state_hash, model.fingerprint, sha)
@@ -192,10 +198,11 @@ class SkillRegistry:
             if s.name in seen:
                 raise RegistryError(f"skill {s.name!r} is given twice; rename one of them")
             seen.add(s.name)
+        self.check_writable("add skills")
         with self.lock:
             self.index.collection(SKILLS), self.index.collection(DEMOS)
             current = self.index.skill_metadata()
-            plan = [(s, _status(s, current.get(s.name))) for s in skills]
+            plan = [(s, add_status(s, current.get(s.name))) for s in skills]
             conflicts = [s.name for s, status in plan if status == "conflict" and not replace]
             if conflicts:
                 raise RegistryError(
@@ -294,6 +301,7 @@ class SkillRegistry:
     def add_composite(self, skill: Skill, recipe: Recipe, model: StateModel, replace: bool = False) -> AddResult:
         """Save a composite skill: ``skill`` routes like any other, its state is ``recipe``'s mix of
         its sources' states for ``model`` (see :mod:`skillsoup.registry.composite`)."""
+        self.check_writable("add a composite skill")
         with self.lock:
             self.index.collection(SKILLS), self.index.collection(DEMOS)
             return add_composite(self, skill, recipe, model, replace)
@@ -306,6 +314,7 @@ class SkillRegistry:
     def remove(self, name: str) -> list[str]:
         """Delete a skill: its row first (so it disappears at once), then its leftovers. Returns the
         composites that used it (they keep their stored mix but can no longer be remixed)."""
+        self.check_writable(f"remove skill {name!r}")
         with self.lock:
             row = self._row(name)
             self.index.delete_skill(name)
@@ -320,6 +329,7 @@ class SkillRegistry:
     def rebuild(self, model: StateModel, names: Sequence[str] | None = None,
                 progress: ProgressFn | None = None) -> list[AddResult]:
         """Recompute the states of ``names`` (default all) for ``model`` from their demonstrations."""
+        self.check_writable("rebuild states")
         with self.lock:
             rows = self.index.get_skills()
             if names is not None:
@@ -348,6 +358,7 @@ class SkillRegistry:
 
         if not repair:
             return run_doctor(self, model, repair=False)
+        self.check_writable("be repaired (check it with repair=False, skillsoup doctor --no-repair)")
         with self.lock:
             return run_doctor(self, model, repair=True)
 
@@ -361,6 +372,7 @@ class SkillRegistry:
 
     def set_setting(self, key: str, value) -> int:
         """Store a JSON-able value (None removes the key); returns the new settings version."""
+        self.check_writable(f"store setting {key!r}")
         with self._settings_lock:
             return self._settings.write(key, value)
 
@@ -370,14 +382,6 @@ class SkillRegistry:
         chroma = self.path / "chroma"
         size = sum(p.stat().st_size for p in chroma.rglob("*") if p.is_file()) if chroma.is_dir() else 0
         return {"chroma": size, "states": self.store.nbytes()}
-
-
-def _status(skill: Skill, meta: dict | None) -> str:
-    if meta is None:
-        return "added"
-    if meta.get("recipe") is not None:  # a composite is replaced by a plain skill only on request
-        return "conflict"
-    return "unchanged" if meta.get("content_hash") == skill.content_hash else "conflict"
 
 
 def _info(row: SkillRow) -> SkillInfo:

@@ -20,6 +20,16 @@ if TYPE_CHECKING:
 ProgressFn = Callable[[int, int, str], None]  # (skills done, total, name of the skill just done)
 
 
+def add_status(skill: Skill, meta: dict | None) -> str:
+    """What adding ``skill`` does given the metadata of the registry's skill of that name (None:
+    there is none): "added", "unchanged", or "conflict" (needs replace)."""
+    if meta is None:
+        return "added"
+    if meta.get("recipe") is not None:  # a composite is replaced by a plain skill only on request
+        return "conflict"
+    return "unchanged" if meta.get("content_hash") == skill.content_hash else "conflict"
+
+
 @dataclass(frozen=True)
 class AddResult:
     name: str
@@ -61,6 +71,7 @@ class RegistryCore(Protocol):
     store: StateStore
 
     def __contains__(self, name: str) -> bool: ...
+    def check_writable(self, action: str) -> None: ...
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray: ...
     def embed_skills(self, skills: list[Skill]) -> dict[str, tuple[np.ndarray, np.ndarray]]: ...
     def drop_state_files(self, meta: dict, in_use: bool) -> None: ...

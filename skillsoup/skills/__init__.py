@@ -9,6 +9,7 @@ The formats live in ``yaml``, ``jsonl`` and ``markdown``; the rules every format
 from skillsoup.skills.loader import (
     SKILL_FILE_SUFFIXES,
     bundled_skills_dir,
+    bundled_skills_root,
     dump_skill_yaml,
     find_skill_files,
     load_skill_file,
@@ -18,6 +19,6 @@ from skillsoup.skills.loader import (
 from skillsoup.skills.skill import DEFAULT_TEMPLATE, Demonstration, Skill
 
 __all__ = [
-    "DEFAULT_TEMPLATE", "SKILL_FILE_SUFFIXES", "Demonstration", "Skill", "bundled_skills_dir", "dump_skill_yaml",
-    "find_skill_files", "load_skill_file", "load_skills", "parse_skills",
+    "DEFAULT_TEMPLATE", "SKILL_FILE_SUFFIXES", "Demonstration", "Skill", "bundled_skills_dir", "bundled_skills_root",
+    "dump_skill_yaml", "find_skill_files", "load_skill_file", "load_skills", "parse_skills",
 ]

@@ -36,8 +36,8 @@ from skillsoup.skills.yaml import dump_skill_yaml, yaml_skill_drafts
 
 __all__ = [
     "MAX_DEMONSTRATIONS", "MAX_DESCRIPTION_CHARS", "MAX_FILE_BYTES", "MAX_NAME_CHARS", "MAX_TAGS",
-    "MAX_TAG_CHARS", "MAX_TEXT_CHARS", "NAME_PATTERN", "SKILL_FILE_SUFFIXES", "bundled_skills_dir", "dump_skill_yaml",
-    "find_skill_files", "load_skill_file", "load_skills", "parse_skills",
+    "MAX_TAG_CHARS", "MAX_TEXT_CHARS", "NAME_PATTERN", "SKILL_FILE_SUFFIXES", "bundled_skills_dir",
+    "bundled_skills_root", "dump_skill_yaml", "find_skill_files", "load_skill_file", "load_skills", "parse_skills",
 ]
 
 logger = logging.getLogger(__name__)
@@ -184,13 +184,21 @@ def _reject_duplicate(skill: Skill, where: Where, defined_at: dict[str, str]) ->
     defined_at[skill.name] = here
 
 
-def bundled_skills_dir() -> Path | None:
-    """The skill files offered on first start: the repository's ``skills/demo/`` (the demo model's
-    skills) if present, else its ``skills/``; installed without the repository, the copy packaged
-    as ``skillsoup/bundled_skills`` (its ``demo/`` first). None when there is none."""
+def bundled_skills_root() -> Path | None:
+    """The folder of skill files shipped with skillsoup (``demo/``, ``demo-alternates/``,
+    ``pretrained/``): a source checkout's ``skills/``, else the copy a wheel installs as
+    ``skillsoup/bundled_skills/`` (pyproject.toml maps one to the other). None when there is none."""
     package = Path(__file__).resolve().parents[1]  # skillsoup/
-    for folder in (package.parent / "skills", package / "bundled_skills"):
-        for candidate in (folder / "demo", folder):
-            if candidate.is_dir() and any(p.suffix in SKILL_FILE_SUFFIXES for p in candidate.rglob("*")):
-                return candidate
+    checkout = package.parent
+    candidates = ([checkout / "skills"] if (checkout / "pyproject.toml").is_file() else []) + [package / "bundled_skills"]
+    return next((c for c in candidates if c.is_dir()), None)
+
+
+def bundled_skills_dir() -> Path | None:
+    """The skill files offered on first start: the bundle's ``demo/`` (the demo model's skills),
+    else the whole bundle. None when there is none."""
+    root = bundled_skills_root()
+    for candidate in (root / "demo", root) if root is not None else ():
+        if candidate.is_dir() and any(p.suffix in SKILL_FILE_SUFFIXES for p in candidate.rglob("*")):
+            return candidate
     return None

@@ -8,7 +8,7 @@ import io
 
 import pytest
 
-import skillsoup.chat as chat_module
+import skillsoup.chat.session as chat_module
 from skillsoup.cli import main
 
 

@@ -8,9 +8,10 @@ import re
 
 import pytest
 
-import skillsoup.chat as chat_module
-from skillsoup.chat import COMMANDS, ChatOptions, bundled_skills_dir
+import skillsoup.chat.session as chat_module
+from skillsoup.chat import COMMANDS, ChatOptions
 from skillsoup.errors import SkillNotFoundError
+from skillsoup.skills.loader import bundled_skills_dir
 
 INFO = re.compile(r"first token \d+ ms · \d+ tok/s · \d+ tokens")
 

@@ -72,7 +72,7 @@ def test_ask_prints_the_answer_and_a_routing_line(cli, reg, mamba_dir):
     assert r.code == 0 and r.out.endswith("\n")
     assert "timer" in r.err and "first token" in r.err and "tok/s" in r.err
     data = json.loads(cli("ask", QUERY, "--model", mamba_dir, "-n", "4", "--json", *reg).out)
-    assert set(data) == {"text", "matches", "timings", "pinned", "stopped"}
+    assert set(data) == {"text", "matches", "timings", "pinned", "stopped", "truncated"}
     assert set(data["timings"]) >= {"route_ms", "load_mix_ms", "prefill_ms", "first_token_ms", "decode_tokens_per_s"}
     pinned = json.loads(cli("ask", QUERY, "--model", mamba_dir, "-n", "2", "--json", "--skill", "math:3",
                             "--skill", "timer", "--mix", "top", *reg).out)

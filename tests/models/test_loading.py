@@ -40,7 +40,7 @@ def test_unsupported_architecture(tmp_path):
 
 def test_hub_id_while_offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(ModelLoadError, match="huggingface-cli download"):
+    with pytest.raises(ModelLoadError, match="hf download"):
         load_model("state-spaces/mamba-130m-hf")
 
 

@@ -21,7 +21,6 @@ import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import datetime
 from pathlib import Path
 
 from rich.console import Console
@@ -29,7 +28,9 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from skillsoup.errors import GenerationError, MixError, RoutingError, SkillsoupError
+from skillsoup.chat.options import ChatOptions
+from skillsoup.chat.transcript import Turn, answer_line, cut_mark, transcript_markdown
+from skillsoup.errors import MixError, SkillsoupError
 from skillsoup.models.generation import MAX_NEW_TOKENS
 from skillsoup.routing.router import MAX_QUERY_CHARS, ROUTERS
 from skillsoup.runtime import KV_MODES, MIX_MODES, Answer, SkillSoup
@@ -57,40 +58,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "/quit": ("", "leave (Ctrl-D works too)"),
 }
 ALIASES = {"/exit": "/quit", "/q": "/quit", "/?": "/help", "/h": "/help"}
-
-
-@dataclass(frozen=True)
-class ChatOptions:
-    """What the next answer is made with; checked where it is set."""
-
-    router: str = "text"
-    mix: str = "mix"  # conv policy
-    kv: str = "top"  # attention KV policy (hybrid models)
-    layers: str = "all"  # "all" or ranges like "0-1,3"; checked against the model when used
-    max_new_tokens: int = 64
-    temperature: float = 0.0
-    pins: tuple[tuple[str, float], ...] = ()  # pinned skills (name, weight); empty: route
-
-    def __post_init__(self) -> None:
-        if self.router not in ROUTERS:
-            raise RoutingError(f"unknown router {self.router!r}; choose one of {', '.join(ROUTERS)}")
-        if self.mix not in MIX_MODES or self.kv not in KV_MODES:
-            raise MixError(f"unknown mixing mode {self.mix!r} / kv {self.kv!r}; choose {MIX_MODES} / {KV_MODES}")
-        parse_layers(self.layers)
-        n = self.max_new_tokens
-        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_NEW_TOKENS:
-            raise GenerationError(f"max tokens must be an integer from 1 to {MAX_NEW_TOKENS}, got {n!r}")
-        t = self.temperature
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not (math.isfinite(t) and t >= 0):
-            raise GenerationError(f"temperature must be a finite number >= 0 (0 = greedy), got {t!r}")
-
-
-@dataclass
-class Turn:
-    query: str
-    answer: str
-    info: str  # the dim line: skills, weights, timings
-    stopped: bool = False
 
 
 @dataclass
@@ -144,7 +111,9 @@ class ChatSession:
             stream.close()
             stopped = True
         answer = stream.answer
-        if answer.text:
+        if answer.truncated:  # on the answer's line, so it is not taken for part of the next one
+            self.console.print(f" {cut_mark(o.max_new_tokens)}", style="yellow", markup=False, soft_wrap=True)
+        elif answer.text:
             self.console.print()
         elif not stopped:
             self.console.print("(empty answer)", style="dim")
@@ -152,7 +121,8 @@ class ChatSession:
             self.console.print("[stopped]", style="yellow", markup=False)
         info = answer_line(answer)
         self.console.print(info, style="dim", markup=False, soft_wrap=True)
-        self.transcript.append(Turn(query, answer.text, info, stopped))
+        router = "pinned" if answer.pinned else f"{o.router} router"
+        self.transcript.append(Turn(query, answer.text, info, stopped, answer.truncated and o.max_new_tokens, router))
         return answer
 
     def command(self, line: str) -> bool:
@@ -286,7 +256,14 @@ class ChatSession:
         self.console.print(f"mix {conv}, kv {kv}", markup=False)
 
     def _cmd_layers(self, rest: str) -> None:
-        self._set("layers", rest.replace(" ", ""), str, "layers to mix (all, or ranges like 0-1,3)")
+        layers = rest.replace(" ", "")
+        if layers:  # checked against this model now, not at the next answer
+            try:
+                parse_layers(layers, self.soup.model.num_layers)
+            except SkillsoupError as exc:
+                self._note(str(exc))
+                return
+        self._set("layers", layers, str, "layers to mix (all, or ranges like 0-1,3)")
 
     def _cmd_router(self, rest: str) -> None:
         self._set("router", rest, str, f"router (one of {', '.join(ROUTERS)})")
@@ -324,7 +301,7 @@ class ChatSession:
             return
         path = Path(words[0]).expanduser()
         try:
-            path.write_text(transcript_markdown(self.transcript, self.soup), encoding="utf-8")
+            path.write_text(transcript_markdown(self.transcript, self.soup, self.options), encoding="utf-8")
         except OSError as exc:
             self._note(f"cannot write {path}: {exc.strerror or exc}; choose another file")
             return
@@ -371,25 +348,6 @@ def check_line(line: str) -> str | None:
         return f"the line has {len(line):,} characters; the limit is {MAX_QUERY_CHARS:,} (shorten it)"
     bad = next((c for c in line if c != "\t" and unicodedata.category(c) in ("Cc", "Cs")), None)
     return f"the line holds a control character ({bad!r}); type plain text" if bad is not None else None
-
-
-def answer_line(answer: Answer) -> str:
-    """The dim line after an answer: skills and weights (or "no skill"), then timings."""
-    t = answer.timings
-    skills = ", ".join(f"{m.name} {m.weight:.2f}" for m in answer.matches) or "no skill"
-    return (f"{'pinned ' if answer.pinned and answer.matches else ''}{skills} · first token {t.first_token_ms:.0f} ms"
-            f" · {t.decode_tokens_per_s:.0f} tok/s · {t.n_tokens} tokens")
-
-
-def transcript_markdown(turns: list[Turn], soup: SkillSoup | None = None) -> str:
-    """The transcript for /save: one section per turn with the answer in a fenced block."""
-    source = getattr(getattr(soup, "model", None), "source", "")
-    lines = ["# skillsoup chat", "", f"{datetime.now():%Y-%m-%d %H:%M}" + (f" · model {source}" if source else ""), ""]
-    for i, turn in enumerate(turns, 1):
-        fence = "````" if "```" in turn.answer else "```"
-        answer = turn.answer + (" [stopped]" if turn.stopped else "") if turn.answer or turn.stopped else "(empty answer)"
-        lines += [f"## {i}. {turn.query}", "", fence, answer, fence, "", f"_{turn.info}_", ""]
-    return "\n".join(lines)
 
 
 def _split(text: str) -> list[str] | None:
