@@ -20,8 +20,9 @@ Glossary: n queries, d embedding size, k skills, x a unit query embedding [d].
     distance  the squared Mahalanobis distance to the nearest skill mean, |u|^2 - 2 max_k(u . m_k -
               |m_k|^2 / 2): far from every skill means out of scope (Lee et al. 2018).
 
-A skill added after the fit gets the mean of its whitened demonstrations (its column "imprinted",
-no refit); a removed skill's column is dropped (``SkillClassifier.for_skills``). The arrays are
+Skills removed or changed after the fit lose their column; added and changed skills are routed by the
+nearest-neighbour rule until the next fit (``SkillClassifier.for_skills``, ``Router.status``): a new
+skill lies in directions the fitted covariance never saw, where whitened distances say "out of scope". The arrays are
 stored in a safetensors file in the registry folder (``router/classifier-<sha256[:16]>.safetensors``)
 named by the router settings, so the settings version pins the model.
 """
@@ -78,31 +79,20 @@ class SkillClassifier:
         return logistic(self.accept, features)
 
     # ---- skills changing after the fit -------------------------------------------------------
-    def for_skills(self, current: dict[str, str], demo_vectors) -> tuple[SkillClassifier, dict]:
-        """The model for the registry's skills now. ``current``: name -> content_hash[:12];
-        ``demo_vectors(names)`` -> {name: [n, d] unit demonstration embeddings}. Returns the model and
-        what changed since the fit: {"added", "removed", "changed"} name lists."""
+    def for_skills(self, current: dict[str, str]) -> tuple[SkillClassifier, dict]:
+        """The model restricted to the skills that are in the registry now, unchanged since the fit
+        (``current``: name -> content_hash[:12]), and what changed: {"added", "removed", "changed"}.
+        Added and changed skills have no column: the router sends a query to one of them by the
+        nearest-neighbour rule (router.py) until the next fit."""
         fitted = dict(zip(self.skills, self.hashes))
-        removed = sorted(set(fitted) - set(current))
-        added = sorted(set(current) - set(fitted))
-        changed = sorted(n for n in set(current) & set(fitted) if fitted[n] and fitted[n] != current[n])
-        if not (removed or added or changed):
-            return self, {"added": [], "removed": [], "changed": []}
-        keep = [i for i, n in enumerate(self.skills) if n in current and n not in changed]
-        names = [self.skills[i] for i in keep]
-        hashes = [self.hashes[i] for i in keep]
-        means = [self.means[keep]]
-        fresh = added + changed
-        vectors = demo_vectors(fresh) if fresh else {}
-        for name in fresh:
-            v = vectors.get(name)
-            if v is None or not len(v):
-                continue  # a skill with no demonstration rows cannot be imprinted; it is not routed to
-            names.append(name)
-            hashes.append("")
-            means.append(self.project(np.asarray(v, np.float32).mean(axis=0, keepdims=True)))
-        model = replace(self, skills=tuple(names), hashes=tuple(hashes), means=np.concatenate(means).astype(np.float32))
-        return model, {"added": added, "removed": removed, "changed": changed}
+        changes = {"added": sorted(set(current) - set(fitted)), "removed": sorted(set(fitted) - set(current)),
+                   "changed": sorted(n for n in set(current) & set(fitted) if fitted[n] != current[n])}
+        if not (changes["removed"] or changes["changed"]):
+            return self, changes
+        keep = [i for i, n in enumerate(self.skills) if current.get(n) == self.hashes[i]]
+        model = replace(self, skills=tuple(self.skills[i] for i in keep), hashes=tuple(self.hashes[i] for i in keep),
+                        means=self.means[keep])
+        return model, changes
 
     # ---- storage -----------------------------------------------------------------------------
     def save(self, registry_dir: Path | None) -> dict:
@@ -113,9 +103,9 @@ class SkillClassifier:
         from skillsoup.states.state import write_atomic
 
         meta = {"skills": json.dumps(list(self.skills)), "hashes": json.dumps(list(self.hashes)), "format": "1"}
-        blob = save({"whiten": np.ascontiguousarray(self.whiten, np.float32),
-                     "means": np.ascontiguousarray(self.means, np.float32)}, metadata=meta)
-        sha = hashlib.sha256(blob).hexdigest()
+        arrays = {"whiten": np.ascontiguousarray(self.whiten, np.float32), "means": np.ascontiguousarray(self.means, np.float32)}
+        blob = save(arrays, metadata=meta)
+        sha = _digest(arrays, meta)
         rel = f"{FOLDER}/classifier-{sha[:16]}.safetensors"
         if registry_dir is not None:
             path = Path(registry_dir) / rel
@@ -135,17 +125,28 @@ class SkillClassifier:
             blob = path.read_bytes()
         except OSError:
             raise PolicyError(f"the router's classifier file {path} is missing; run skillsoup fit again") from None
-        if hashlib.sha256(blob).hexdigest() != ref.get("sha256"):
-            raise PolicyError(f"the router's classifier file {path} does not match its checksum; run skillsoup fit again")
         try:
             arrays = load(blob)
             header_len = int.from_bytes(blob[:8], "little")
             meta = json.loads(blob[8 : 8 + header_len]).get("__metadata__", {})
             skills, hashes = tuple(json.loads(meta["skills"])), tuple(json.loads(meta["hashes"]))
-        except (SafetensorError, KeyError, ValueError) as exc:
+            ok = _digest(arrays, meta) == ref.get("sha256")
+        except (SafetensorError, KeyError, ValueError, TypeError) as exc:
             raise PolicyError(f"the router's classifier file {path} is unreadable ({exc}); run skillsoup fit again") from None
+        if not ok:
+            raise PolicyError(f"the router's classifier file {path} does not match its checksum; run skillsoup fit again")
         return cls(skills, hashes, arrays["whiten"], arrays["means"], float(ref["beta"]), float(ref["temperature"]),
                    dict(ref["accept"]))
+
+
+def _digest(arrays: dict[str, np.ndarray], meta: dict[str, str]) -> str:
+    """sha256 of the content (safetensors writes its header keys in no fixed order, so not of the file)."""
+    h = hashlib.sha256(json.dumps(meta, sort_keys=True).encode())
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name], np.float32)
+        h.update(f"{name}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
 
 
 def check_reference(ref) -> None:

@@ -16,8 +16,10 @@ cut to ``top_k``, and weighted by a softmax with a temperature (weights sum to 1
 Parameters (:class:`RouterParams`) live in the registry's settings under ``"router"`` and are
 versioned with them; :meth:`Router.save` writes them, ``skillsoup fit`` fits and saves them. A fitted
 classifier's arrays live in a file of the registry folder that the settings name by checksum. Skills
-added, changed or removed after the fit are handled at load time (``Router.status``): added and
-changed skills get a column imprinted from their demonstrations, removed ones lose theirs.
+added, changed or removed after the fit are found when the model loads (``Router.status``): removed
+and changed skills lose their column, and a query whose nearest demonstration belongs to an added or
+changed skill is decided by the nearest-neighbour rule (the baseline's fitted threshold) until the
+next fit.
 """
 
 from __future__ import annotations
@@ -228,12 +230,12 @@ class Router:
         self._classifier = (model.save(None)["sha256"], *self._reconcile(model))
 
     def _reconcile(self, model: SkillClassifier) -> tuple[SkillClassifier, dict]:
-        from skillsoup.routing.index_data import demo_vectors, skill_hashes
+        from skillsoup.routing.index_data import skill_hashes
 
-        current, changes = model.for_skills(skill_hashes(self.registry), lambda names: demo_vectors(self.registry, names))
+        current, changes = model.for_skills(skill_hashes(self.registry))
         if any(changes.values()):
-            log.warning("skills changed since the router was fitted (%s); routing imprints the new ones from their "
-                        "demonstrations: run skillsoup fit again to refit",
+            log.warning("skills changed since the router was fitted (%s); queries for added or changed skills are "
+                        "routed by the nearest-neighbour rule: run skillsoup fit again to refit",
                         ", ".join(f"{len(v)} {k}" for k, v in changes.items() if v))
         return current, changes
 
@@ -322,6 +324,10 @@ class Router:
         """The top skill if the accept model clears its threshold, mixed with the skills whose
         probability is at least MIX_SHARE of its own (up to ``top_k``), weights proportional to p."""
         model, probs, accept = self.classify(retrieval)
+        changes = self._classifier[2]
+        if retrieval.demo_hits and retrieval.demo_hits[0][0] in (*changes["added"], *changes["changed"]):
+            name, sim = retrieval.demo_hits[0]  # a skill the model has not seen: the nearest-neighbour rule
+            return [SkillMatch(name, float(sim), 1.0)] if sim >= baseline_params(self.params).threshold else []
         if not len(probs):
             return []
         order = np.argsort(-probs, kind="stable")

@@ -103,6 +103,7 @@ def test_bad_queries(cli, reg, mamba_dir, query, needle):
 def test_fit_then_eval_routing_json(cli, reg, tmp_path):
     train = write_jsonl(tmp_path / "train.jsonl", make_labelled(300, seed=1))
     test = write_jsonl(tmp_path / "test.jsonl", make_labelled(60, seed=2))
+    assert "router: default parameters, not fitted" in " ".join(cli("skills", "list", *reg).out.split())
     r = cli("fit", train, *reg)
     out = " ".join(r.out.split())
     assert r.code == 0 and "chosen" in out and "baseline" in out and "classifier" in out and "settings v1" in out, r.out
@@ -123,6 +124,8 @@ def test_fit_then_eval_routing_json(cli, reg, tmp_path):
         assert 0 <= v["in_scope_accuracy"] <= 1 and 0 <= v["abstain_recall"] <= 1
     route = json.loads(cli("route", QUERY, "--json", *reg).out)
     assert route["fit"]["fitted"] is True and route["fit"]["n"] == 300 and route["fit"]["at"]
+    listed = " ".join(cli("skills", "list", *reg).out.split())
+    assert f"router: fitted {route['fit']['at']} on 300 queries" in listed
     _one_red_line(cli("fit", train, "--objective", "speed", *reg), "unknown objective 'speed'")
 
 
