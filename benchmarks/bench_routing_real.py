@@ -81,7 +81,7 @@ def run_dataset(name: str, args, model, embedder, tmp: Path) -> dict:
     from skillsoup.skills.loader import load_skills
 
     task = intent_data.make_task(intent_data.load(name, args.data), n_demos=args.demos, n_fit=args.fit_per_skill,
-                                 null_share=args.null_share, split=args.split, seed=args.seed)
+                                 null_share=args.null_share, n_held_out=args.held_out, split=args.split, seed=args.seed)
     folder = write_skill_files(task, tmp / name / "skills")
     with SkillRegistry.open(tmp / name / "reg", embedder=embedder) as reg:
         t0 = time.perf_counter()
@@ -100,6 +100,38 @@ def run_dataset(name: str, args, model, embedder, tmp: Path) -> dict:
             "test_null": sum(r["skill"] is None for r in task.test), "add_s": add_s, "fit_s": fit_s,
             "chosen": report.chosen, "oof": report.routers,
             "unfitted": before, "fitted": after, "baseline": after["baseline"]}
+
+
+def run_demo(args, model, embedder, tmp: Path) -> dict:
+    """Text, state and hybrid routing on the demo model's skills, top-1 accuracy on their held-out
+    tests: the 16 bundled skills (queries alone), then with their 16 alternates (same inputs, other
+    answer formats) where each query comes with one example pair of the wanted format."""
+    from skillsoup.demo import corpus
+    from skillsoup.registry import SkillRegistry
+    from skillsoup.routing import Router
+
+    bundled = [s.name for s in corpus.SKILLS]
+    alternates = sorted(p.stem for p in (REPO / "skills" / "demo-alternates").glob("*.yaml"))
+    out = {}
+    for setting, names, with_example in (("bundled, query alone", bundled, False),
+                                         ("bundled + alternates, one example pair", bundled + alternates, True)):
+        skills = [corpus.skill_object(n, n_demos=8, n_tests=args.demo_tests) for n in names]
+        with SkillRegistry.open(tmp / "demo" / str(len(out)), embedder=embedder) as reg:
+            reg.add(skills, model)
+            router = Router(reg, model)
+            row = {}
+            for kind in ("text", "state", "hybrid"):
+                hits = total = 0
+                for skill in skills:
+                    examples = [(skill.demonstrations[0].input, skill.demonstrations[0].output)] if with_example else None
+                    for test in skill.tests:
+                        matches = router.route(test.input, router=kind, examples=examples)
+                        hits += bool(matches) and matches[0].name == skill.name
+                        total += 1
+                row[kind] = hits / total
+            out[setting] = dict(row, skills=len(skills), queries=total)
+    embedder.flush()
+    return out
 
 
 def balanced(m: dict) -> float:
@@ -136,11 +168,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--demos", type=int, default=10)
     parser.add_argument("--fit-per-skill", type=int, default=20)
     parser.add_argument("--null-share", type=float, default=0.03)
+    parser.add_argument("--held-out", type=int, default=10, help="intents with no skill (datasets without out-of-scope queries)")
     parser.add_argument("--objective", default="balanced")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--latency-sample", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-cache", action="store_true", help="embed everything again")
+    parser.add_argument("--demo-tests", type=int, default=10, help="held-out tests per demo skill (0: skip the demo part)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
 
@@ -155,10 +189,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
     model = load_model(REPO / "skillsoup" / "demo_model")  # states are needed to add skills, not to route
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-routing-real-") as tmp:
-        for name in args.datasets.split(","):
+        for name in [n for n in args.datasets.split(",") if n]:
             results.append(run_dataset(name, args, model, embedder, Path(tmp)))
             print(f"{name}: done ({results[-1]['fit_s']:.1f} s fit)", file=sys.stderr)
+        demo = run_demo(args, model, embedder, Path(tmp)) if args.demo_tests else {}
     print_table(results, args)
+    if demo:
+        print("\n| demo model skills (top-1 right skill on held-out tests) | skills | queries | text | state | hybrid |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for setting, row in demo.items():
+            print(f"| {setting} | {row['skills']} | {row['queries']} | {row['text']:.3f} | {row['state']:.3f} | {row['hybrid']:.3f} |")
+    results.append({"demo": demo})
     if args.json:
         args.json.write_text(json.dumps(results, indent=1, default=str), encoding="utf-8")
     return results

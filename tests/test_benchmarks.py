@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 
@@ -18,3 +20,20 @@ def test_bench_state_runs_on_tiny_shapes(capsys):
     assert "relative logit difference" in out and "| (c) capture 24 tokens" in out
     diff = float(out.split("relative logit difference ")[1].split()[0])
     assert diff < 1e-4
+
+
+@pytest.mark.slow
+def test_bench_routing_real_runs_on_the_fixture(capsys):
+    """The real-data routing benchmark end to end on a 170-query slice of Banking77 (CC BY 4.0)."""
+    import bench_routing_real
+
+    data = Path(__file__).resolve().parent / "fixtures" / "intent-data"
+    results = bench_routing_real.main(["--data", str(data), "--datasets", "banking77", "--held-out", "4",
+                                       "--fit-per-skill", "4", "--null-share", "0.05", "--latency-sample", "2",
+                                       "--demo-tests", "0", "--no-cache", "--threads", "1"])
+    out = capsys.readouterr().out
+    r = results[0]
+    assert r["skills"] == 6 and r["held_out"] == 4 and r["test_null"] == 12 and r["chosen"] in r["oof"]
+    for key in ("unfitted", "fitted", "baseline"):
+        assert 0 <= r[key]["in_scope_accuracy"] <= 1 and 0 <= r[key]["abstain_recall"] <= 1
+    assert "| banking77 | 6 | fitted (" in out and "nn-threshold baseline" in out and "load average" in out

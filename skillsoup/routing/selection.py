@@ -163,7 +163,9 @@ def thresholds(it: Items, tops: list, accept: np.ndarray, seed: int = 0) -> tupl
                     global_gain += v
         if own_gain > global_gain + 1e-12:
             per_skill[skill], _ = best_cut(accept[idx], gain_take[idx], gain_leave[idx])
-    return global_t, {k: float(v) for k, v in per_skill.items()}, {"tried": tried, "kept": len(per_skill)}
+    # accept scores are probabilities: -inf ("take all") is 0
+    clip = lambda t: float(min(max(t, 0.0), 1.0))  # noqa: E731
+    return clip(global_t), {k: clip(v) for k, v in per_skill.items()}, {"tried": tried, "kept": len(per_skill)}
 
 
 def classifier_decisions(tops: list, accept: np.ndarray, threshold: float, per_skill: dict) -> list:
