@@ -109,7 +109,18 @@ def fit(router: Router, labelled=None, save: bool = True, objective: str = "bala
     """Fit the router on labelled queries (a JSONL path or LabelledQuery values; None: the
     demonstrations alone) and keep the best of the skill classifier, the unfitted router and the
     nearest-neighbour baseline on out-of-fold data under ``objective`` (selection.OBJECTIVES). The
-    router takes the chosen parameters; with ``save`` the registry stores them."""
+    router takes the chosen parameters; with ``save`` the registry stores them.
+
+    BLAS runs on one thread here: the matrices are a few hundred wide, and on a shared 2-core CPU
+    (load 10) multi-threaded OpenBLAS spun: the out-of-fold step of a 150-skill fit took 35-50 s
+    instead of 6.7 s (a 384 x 384 Cholesky 0.66 s instead of milliseconds)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _fit(router, labelled, save, objective, seed)
+
+
+def _fit(router: Router, labelled, save: bool, objective: str, seed: int) -> FitReport:
     t0 = time.perf_counter()
     registry, p = router.registry, router.params
     items = as_labelled(labelled, registry.names()) if labelled is not None else []

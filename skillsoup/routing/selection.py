@@ -26,6 +26,7 @@ from skillsoup.routing.classifier import (
 from skillsoup.routing.crossval import Group
 
 OBJECTIVES = ("balanced", "accuracy", "abstain")
+CALIBRATION_ITEMS = 2000  # in-scope items that calibrate beta and the temperature (a seeded sample)
 MIN_PER_SKILL = 8  # out-of-fold items routed to a skill before it may get its own threshold
 
 
@@ -84,17 +85,25 @@ def metrics(it: Items, decisions: list) -> dict:
 def calibrate(groups: list[Group]) -> tuple[float, float]:
     """(beta, temperature) minimising the negative log-likelihood of the right skill on the in-scope
     out-of-fold items."""
+    labelled = []
+    n_in = sum(len(g.labels) for g in groups if g.kind == "in")
+    rng = np.random.default_rng(0)
+    for g in groups:
+        if g.kind == "in":
+            col = {n: i for i, n in enumerate(g.classes)}
+            y = np.array([col[lab] for lab in g.labels])
+            pick = rng.random(len(y)) < CALIBRATION_ITEMS / max(n_in, CALIBRATION_ITEMS)
+            labelled.append((g.disc[pick].astype(np.float32), g.knn[pick].astype(np.float32), y[pick]))
+
+    def nll(beta: float, t: float) -> float:
+        return sum(-log_softmax((d + beta * k) / t)[np.arange(len(y)), y].sum() for d, k, y in labelled)
+
     best = (np.inf, 0.0, 1.0)
-    for beta in BETAS:
-        parts = []
-        for g in groups:
-            if g.kind == "in":
-                col = {n: i for i, n in enumerate(g.classes)}
-                parts.append((g.disc + beta * g.knn, np.array([col[lab] for lab in g.labels])))
-        for t in TEMPERATURES:
-            nll = sum(-log_softmax(z / t)[np.arange(len(y)), y].sum() for z, y in parts)
-            if nll < best[0]:
-                best = (nll, float(beta), float(t))
+    for beta in BETAS:  # a coarse temperature grid, then a finer one around its best
+        coarse = min(TEMPERATURES[::4], key=lambda t: nll(beta, t))
+        fine = coarse * np.geomspace(0.7, 1.4, 7)
+        values = [(nll(beta, t), float(beta), float(t)) for t in fine]
+        best = min([best, *values])
     return best[1], best[2]
 
 
@@ -179,6 +188,9 @@ def accept_scores(model: dict, feats: np.ndarray) -> np.ndarray:
 # ---- similarity routers -------------------------------------------------------------------------
 def similarity_tops(groups: list[Group], policy: str, k_mean: int) -> tuple[list, np.ndarray]:
     """(top skill, its score) of every item under a similarity policy."""
+    if policy == "max":  # the nearest demonstration: no feature table needed
+        hits = [d[0] if d else (None, -np.inf) for g in groups for d in g.demo_hits]
+        return [h[0] for h in hits], np.array([h[1] for h in hits], dtype=np.float64)
     tops, scores = [], []
     for g in groups:
         for d, r in zip(g.demo_hits, g.row_hits):
