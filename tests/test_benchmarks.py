@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 
@@ -26,3 +28,20 @@ def test_bench_mix_runs_on_tiny_shapes(capsys):
     rows = bench_mix.main(["--shapes", "tiny", "--reps", "1", "--device", "cpu"])
     assert len(rows) == 4 and all(seconds > 0 for _, _, seconds, _ in rows)
     assert "| tiny: 8 x" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_bench_routing_real_runs_on_the_fixture(capsys):
+    """The real-data routing benchmark end to end on a 170-query slice of Banking77 (CC BY 4.0)."""
+    import bench_routing_real
+
+    data = Path(__file__).resolve().parent / "fixtures" / "intent-data"
+    results = bench_routing_real.main(["--data", str(data), "--datasets", "banking77", "--held-out", "4",
+                                       "--fit-per-skill", "4", "--null-share", "0.05", "--latency-sample", "2",
+                                       "--demo-tests", "0", "--no-cache", "--threads", "1"])
+    out = capsys.readouterr().out
+    r = results[0]
+    assert r["skills"] == 6 and r["held_out"] == 4 and r["test_null"] == 12 and r["chosen"] in r["oof"]
+    for key in ("unfitted", "fitted", "baseline"):
+        assert 0 <= r[key]["in_scope_accuracy"] <= 1 and 0 <= r[key]["abstain_recall"] <= 1
+    assert "| banking77 | 6 | fitted (" in out and "nn-threshold baseline" in out and "load average" in out

@@ -95,9 +95,10 @@ def route(
         t0 = time.perf_counter()
         matches = r.route(query, top_k=top_k, router=router, examples=_examples(example))
         ms = (time.perf_counter() - t0) * 1000
+        status = r.status()
     if as_json:
         typer.echo(json.dumps({"query": query, "router": router, "policy": r.params.policy,
-                               "matches": [asdict(x) for x in matches], "route_ms": ms}, ensure_ascii=False))
+                               "matches": [asdict(x) for x in matches], "route_ms": ms, "fit": status}, ensure_ascii=False))
         return
     if not matches:
         console.print("no skill: the query is answered without one")
@@ -108,8 +109,18 @@ def route(
         for x in matches:
             table.add_row(escape(x.name), f"{x.score:.3f}", f"{x.weight:.2f}")
         console.print(table)
-    state = "fitted" if r.params.fitted else "default parameters"
-    err_console.print(f"[dim]{router} router, policy {r.params.policy} ({state}), {ms:.0f} ms[/]")
+    err_console.print(f"[dim]{router} router, policy {r.params.policy} ({escape(fit_line(status))}), {ms:.0f} ms[/]")
+
+
+def fit_line(status: dict) -> str:
+    """One line: whether the router is fitted, when, on how many queries, and skills changed since."""
+    if not status["fitted"]:
+        return "default parameters, not fitted"
+    line = f"fitted {status['at']} on {status['n']} queries, kept {status['chosen']}"
+    since = {k: len(v) for k, v in (status.get("since_fit") or {}).items() if v}
+    if since:
+        line += "; since then " + ", ".join(f"{n} {k}" for k, n in since.items()) + " (imprinted; fit again)"
+    return line
 
 
 @app.command()
@@ -158,34 +169,44 @@ def ask(
 
 @app.command("fit")
 def fit_command(
-    file: Annotated[Path, typer.Argument(help='JSONL of {"query": ..., "skill": NAME or null} lines.')],
+    file: Annotated[Optional[Path], typer.Argument(
+        help='JSONL of {"query": ..., "skill": NAME or null} lines (none: learn from the demonstrations alone).')] = None,
+    objective: Annotated[str, typer.Option(
+        "--objective", help="balanced (mean of in-scope accuracy and abstain recall), accuracy, or abstain.")] = "balanced",
     as_json: JsonOpt = False,
     registry: RegistryOpt = None,
     chroma_url: ChromaUrlOpt = None,
 ) -> None:
-    """Fit the router's aggregation, thresholds and temperature on labelled queries and store them."""
+    """Fit the router (a classifier over the skills, its abstain threshold) and keep the best of it,
+    the unfitted router and the nearest-neighbour baseline on out-of-fold data."""
     from skillsoup.routing import Router, fit
+    from skillsoup.routing.selection import OBJECTIVES
 
+    if objective not in OBJECTIVES:
+        raise RoutingError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
     with open_registry(registry, chroma_url) as reg:
         reg.check_writable("store fitted router parameters")  # before fitting, not after
         r = Router(reg)
-        report = fit(r, file)
+        report = fit(r, file, objective=objective)
     p = report.params
     if as_json:
-        typer.echo(json.dumps({"params": p.to_dict(), "policies": report.policies, "n": report.n,
-                               "seconds": report.seconds, "settings_version": r.settings_version}))
+        typer.echo(json.dumps({"params": p.to_dict(), "routers": report.routers, "chosen": report.chosen,
+                               "objective": report.objective, "n": report.n, "seconds": report.seconds,
+                               "settings_version": r.settings_version}))
         return
-    table = Table(title=f"fitted on {report.n} queries in {report.seconds:.1f} s (embedding {report.embed_seconds:.1f} s)")
-    for col in ("policy", "threshold", "training objective"):
-        table.add_column(col, justify="left" if col == "policy" else "right")
-    for name, v in report.policies.items():
-        mark = " [bold green]chosen[/]" if name == p.policy else " (baseline)" if name == "max" else ""
-        table.add_row(name + mark, f"{v['threshold']:.3f}", f"{v['objective']:.3f}")
+    source = f"{report.n} labelled queries" if report.n else "the demonstrations alone"
+    table = Table(title=f"fitted on {source} in {report.seconds:.1f} s (embedding {report.embed_seconds:.1f} s); "
+                        "out-of-fold")
+    for col in ("router", "in-scope accuracy", "abstain recall", f"{report.objective} objective"):
+        table.add_column(col, justify="left" if col == "router" else "right")
+    for name, v in report.routers.items():
+        mark = " [bold green]chosen[/]" if name == report.chosen else ""
+        table.add_row(name + mark, _fmt(v["in_scope_accuracy"]), _fmt(v["abstain_recall"]), _fmt(v["objective"]))
     console.print(table)
-    console.print(f"policy {p.policy}, threshold {p.threshold:.3f}, temperature {p.temperature:.3g}, "
-                  f"{len(p.skill_thresholds)} per-skill thresholds; stored as settings v{r.settings_version}")
-    console.print("[dim]objective: mean of in-scope accuracy and abstain accuracy; measure held-out queries "
-                  "with skillsoup eval routing FILE.jsonl[/]")
+    extra = f", {len(p.skill_thresholds)} per-skill thresholds" if p.policy == "classifier" else ""
+    console.print(f"policy {p.policy}, threshold {p.threshold:.3f}{extra}; stored as settings v{r.settings_version}")
+    console.print("[dim]abstain recall: labelled nulls and queries of skills held out of the model, half each; "
+                  "measure held-out queries with skillsoup eval routing FILE.jsonl[/]")
 
 
 @eval_app.command("routing")

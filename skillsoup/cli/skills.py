@@ -88,6 +88,7 @@ def list_skills(
     """List the skills in the registry."""
     with open_registry(registry, chroma_url) as reg:
         infos = reg.list()
+        router_line = _router_line(reg) if infos and not as_json else ""
     if as_json:
         typer.echo(json.dumps([asdict(i) for i in infos], indent=2, ensure_ascii=False))
         return
@@ -102,6 +103,15 @@ def list_skills(
         name = escape(i.name) + (f" [dim](mix of {len(parts)})[/]" if parts else "")
         table.add_row(name, str(i.n_demos), str(len(i.models)), escape(", ".join(i.tags)), escape(i.description))
     console.print(table)
+    console.print(f"[dim]router: {escape(router_line)}[/]")
+
+
+def _router_line(reg) -> str:
+    """Whether the router is fitted, when, on how many queries, and skills changed since."""
+    from skillsoup.cli.routing import fit_line
+    from skillsoup.routing import Router
+
+    return fit_line(Router(reg).status())
 
 
 @skills_app.command()

@@ -1,21 +1,16 @@
-"""Fitting the text router on labelled queries (numpy only).
+"""Fitting the text router on labelled queries, or on the demonstrations alone (numpy only).
 
-Steps, all on one batch:
-    1. embed every query at once; read every committed demonstration and skill row (with its
-       embedding) from the index once
-    2. retrieve exactly in numpy what the router retrieves from Chroma per query (the ``n_demos``
-       nearest demonstrations, the ``n_skill_rows`` nearest skill rows) and build the same
-       candidate features (``policies.candidates``)
-    3. ``logistic``: a logistic model over the standardised features, P(candidate is the labelled
-       skill), L2-regularised, fitted by Newton steps; its scores for choosing thresholds are
-       out-of-fold (5 folds), so the threshold is not tuned on memorised answers
-    4. every policy gets the abstain threshold that maximises the balanced objective: the mean of
-       in-scope accuracy and abstain accuracy (just in-scope accuracy when no query is labelled null);
-       the best policy wins (ties go to the simpler one)
-    5. per-skill thresholds for skills that are the top candidate of at least 8 queries, shrunk
-       toward the global one (20 pseudo-queries), and the softmax temperature that minimises the
-       negative log-likelihood of the right skill's weight where several skills pass
-The baseline is the plain nearest-neighbour threshold: policy ``max``, one skill, its own threshold.
+``fit`` never ships a worse router. Steps, all on one batch:
+    1. embed every labelled query at once; read every committed demonstration and skill row once
+    2. out-of-fold data (crossval.py): in-scope queries scored by models that did not see them,
+       labelled nulls, and queries of whole skills held out of the model ("no skill" on purpose)
+    3. the candidate, the skill classifier (classifier.py): its kNN weight and temperature by
+       out-of-fold log-likelihood, its accept model and abstain threshold, and per-skill thresholds
+       only where they win on held-out halves (selection.py); its out-of-fold score is cross-fitted
+       (accept model and thresholds fitted on one half of the items, scored on the other)
+    4. the same items decided by the unfitted router and the nearest-neighbour baseline (whose one
+       threshold is fitted on them); the best of the three under the objective is kept and stored
+With no labelled queries, step 2 folds over the demonstrations themselves.
 """
 
 from __future__ import annotations
@@ -26,78 +21,40 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from skillsoup.errors import RegistryError
-from skillsoup.registry.index import DEMOS, SKILLS
 from skillsoup.routing import policies as rf
+from skillsoup.routing import selection as sel
+from skillsoup.routing.classifier import SkillClassifier, gaussian_classifier
+from skillsoup.routing.crossval import Examples, out_of_fold
+from skillsoup.routing.index_data import index_matrices
 from skillsoup.routing.metrics import as_labelled
 from skillsoup.routing.router import LabelledDataError, Router, RouterParams, baseline_params
 
 log = logging.getLogger(__name__)
 
-MIN_PER_SKILL = 8
-SHRINK = 20.0
-FOLDS = 5
-TEMPERATURES = np.geomspace(1e-3, 10.0, 61)
-_PAGE = 1000
+SHRINK = 0.1  # covariance shrinkage of the classifier
+CHOICES = ("unfitted", "baseline", "classifier")  # ties go to the first
 
 
 @dataclass(frozen=True)
 class FitReport:
-    params: RouterParams  # the fitted router's parameters (what is saved)
+    params: RouterParams  # the chosen router's parameters (what is saved)
     baseline: RouterParams  # the nearest-neighbour-threshold baseline
-    policies: dict  # policy -> {"threshold", "objective"} on the training queries
+    routers: dict  # "unfitted" / "baseline" / "classifier" -> out-of-fold metrics and "objective"
+    chosen: str
+    objective: str
     n: int
     seconds: float
     embed_seconds: float
 
 
-# ---- the index as matrices ----------------------------------------------------------------------
-def _all_rows(col, include: list[str]):
-    offset = 0
-    while True:
-        res = col.get(include=include, limit=_PAGE, offset=offset)
-        yield res
-        if len(res["ids"]) < _PAGE:
-            return
-        offset += _PAGE
-
-
-def index_matrices(registry) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(demo skill names [D], demo embeddings [D, dim], skill names [S], skill-row embeddings [S, dim])
-    of committed skills (demonstration rows of other content hashes are skipped, as in queries)."""
-    meta = registry.index.skill_metadata()
-    if not meta:
-        raise RegistryError(f"registry {registry.path} has no skills; add some before fitting the router")
-    demo_names, demo_vecs, skill_names, skill_vecs = [], [], [], []
-    for res in _all_rows(registry.index.collection(DEMOS, create=False), ["embeddings", "metadatas"]):
-        for m, e in zip(res["metadatas"], res["embeddings"]):
-            name = (m or {}).get("skill")
-            if name in meta and meta[name].get("content_hash") == m.get("content_hash"):
-                demo_names.append(name)
-                demo_vecs.append(np.asarray(e, np.float32))
-    for res in _all_rows(registry.index.collection(SKILLS, create=False), ["embeddings"]):
-        skill_names += list(res["ids"])
-        skill_vecs += [np.asarray(e, np.float32) for e in res["embeddings"]]
-    return np.array(demo_names), np.stack(demo_vecs), np.array(skill_names), np.stack(skill_vecs)
-
-
-def retrieve_all(queries: np.ndarray, names: np.ndarray, vectors: np.ndarray, n: int) -> list[list[tuple[str, float]]]:
-    """The ``n`` nearest rows (cosine; rows are unit vectors) of each query, best first."""
-    out = []
-    n = min(n, len(names))
-    for start in range(0, len(queries), 256):
-        sims = queries[start : start + 256] @ vectors.T  # [q, rows]
-        top = np.argpartition(-sims, n - 1, axis=1)[:, :n]
-        for row, idx in zip(sims, top):
-            idx = idx[np.argsort(-row[idx], kind="stable")]
-            out.append([(str(names[i]), float(row[i])) for i in idx])
-    return out
-
-
-# ---- logistic model -----------------------------------------------------------------------------
-def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0, iters: int = 50) -> dict:
-    """P(y=1 | x) = sigmoid(((x - mean) / scale) @ coef + bias), Newton steps with an L2 penalty on coef."""
-    mean, scale = x.mean(axis=0), x.std(axis=0)
+# ---- logistic model (the classifier's accept model; the old per-candidate policy) ---------------
+def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0, iters: int = 50, features=rf.FEATURES,
+                 weights: np.ndarray | None = None) -> dict:
+    """P(y=1 | x) = sigmoid(((x - mean) / scale) @ coef + bias), Newton steps with an L2 penalty on
+    coef; ``weights`` scale each sample's log-likelihood (they sum to the sample count by default)."""
+    w_s = np.ones(len(x)) if weights is None else np.asarray(weights, np.float64) * len(x) / np.sum(weights)
+    mean = np.average(x, axis=0, weights=w_s)
+    scale = np.sqrt(np.average((x - mean) ** 2, axis=0, weights=w_s))
     scale = np.where(scale < 1e-9, 1.0, scale)
     a = np.hstack([(x - mean) / scale, np.ones((len(x), 1))])
     penalty = np.full(a.shape[1], l2)
@@ -105,133 +62,115 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0, iters: int = 50)
     w = np.zeros(a.shape[1])
     for _ in range(iters):
         p = rf.sigmoid(a @ w)
-        grad = a.T @ (p - y) + penalty * w
-        hess = a.T @ (a * (p * (1 - p))[:, None]) + np.diag(penalty + 1e-9)
+        grad = a.T @ (w_s * (p - y)) + penalty * w
+        hess = a.T @ (a * (w_s * p * (1 - p))[:, None]) + np.diag(penalty + 1e-9)
         step = np.linalg.solve(hess, grad)
         w -= step
         if np.max(np.abs(step)) < 1e-8:
             break
-    return {"features": list(rf.FEATURES), "mean": mean.tolist(), "scale": scale.tolist(),
+    return {"features": list(features), "mean": mean.tolist(), "scale": scale.tolist(),
             "coef": w[:-1].tolist(), "bias": float(w[-1])}
 
 
-def _design(cands: list[rf.Candidates], labels: list[str | None]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    x = np.vstack([c.features for c in cands if len(c)])
-    y = np.concatenate([[float(n == lab) for n in c.names] for c, lab in zip(cands, labels) if len(c)])
-    group = np.concatenate([[i] * len(c) for i, c in enumerate(cands) if len(c)])
-    return x, y, group
-
-
-def out_of_fold_scores(cands, labels, seed: int = 0) -> tuple[list[np.ndarray], dict]:
-    """Logistic scores of each query's candidates from a model that did not see that query, and the
-    model fitted on all queries."""
-    x, y, group = _design(cands, labels)
-    fold = np.random.default_rng(seed).permutation(len(cands)) % FOLDS
-    scores = [np.zeros(len(c)) for c in cands]
-    for f in range(FOLDS):
-        train = (fold != f)[group]
-        if not train.any() or y[train].min() == y[train].max():
-            continue  # too few queries for this fold: those keep score 0
-        model = fit_logistic(x[train], y[train])
-        for q in np.flatnonzero(fold == f):
-            if len(cands[q]):
-                scores[q] = rf.POLICIES["logistic"](cands[q], model)
-    return scores, fit_logistic(x, y)
-
-
-# ---- thresholds and temperature -----------------------------------------------------------------
-def best_threshold(scores: np.ndarray, correct: np.ndarray, none: np.ndarray, w_in: float, w_out: float,
-                   low: float) -> tuple[float, float]:
-    """The threshold t maximising w_in * #(score >= t and correct) + w_out * #(score < t and label none),
-    placed midway between neighbouring scores; ``low`` when taking every query is best. -> (t, value)."""
-    if scores.size == 0:
-        return low, 0.0
-    order = np.argsort(scores, kind="stable")
-    s, c, o = scores[order], correct[order].astype(float), none[order].astype(float)
-    taken = np.concatenate([np.cumsum(c[::-1])[::-1], [0.0]])  # take items j.. : correct among them
-    left = np.concatenate([[0.0], np.cumsum(o)])  # abstain on items ..j-1 : right when labelled none
-    value = w_in * taken + w_out * left
-    valid = np.ones(len(s) + 1, bool)
-    valid[1:-1] = s[1:] > s[:-1]  # cannot split equal scores
-    j = int(np.argmax(np.where(valid, value, -np.inf)))
-    t = low if j == 0 else float(s[-1] + 1e-6) if j == len(s) else float((s[j - 1] + s[j]) / 2)
-    return t, float(value[j])
-
-
-def fit_temperature(cands, scores, labels, thresholds, top_k: int, policy: str, default: float) -> float:
-    """The temperature minimising -log(weight of the labelled skill) where it passes with others."""
-    cases = []
-    for c, s, lab in zip(cands, scores, labels):
-        keep = [i for i in np.argsort(-s, kind="stable") if s[i] >= thresholds.get(c.names[i], thresholds[None])][:top_k]
-        names = [c.names[i] for i in keep]
-        if lab in names and len(keep) > 1:
-            cases.append((rf.weight_logits(s[keep], policy), names.index(lab)))
-    if not cases:
-        return default
-    nll = [np.mean([-np.log(rf.softmax(z, t)[i] + 1e-12) for z, i in cases]) for t in TEMPERATURES]
-    return float(TEMPERATURES[int(np.argmin(nll))])
-
-
 # ---- fit ----------------------------------------------------------------------------------------
-def fit(router: Router, labelled, save: bool = True) -> FitReport:
-    """Fit aggregation, thresholds and temperature on labelled queries (a JSONL path or
-    LabelledQuery values); the router takes the fitted parameters, and with ``save`` the
-    registry stores them (the next Router opened on it uses them)."""
+def _examples(registry, queries: np.ndarray, labels: list) -> Examples:
+    demo_names, demo_vecs, row_names, row_vecs = index_matrices(registry)
+    names = tuple(sorted(row_names))
+    col = {n: i for i, n in enumerate(names)}
+    rows = row_vecs[np.argsort(row_names.astype(str), kind="stable")]
+    return Examples(names, demo_vecs, np.array([col[n] for n in demo_names], int), rows,
+                    queries.reshape(len(labels), -1) if len(labels) else np.zeros((0, demo_vecs.shape[1]), np.float32),
+                    np.array([col[lab] if lab is not None else -1 for lab in labels], int))
+
+
+def _candidate(groups, it: sel.Items) -> tuple[dict, list]:
+    """The calibrated classifier's parameters (beta, temperature, accept model, thresholds), and its
+    decisions on the items with accept model and thresholds cross-fitted over two halves."""
+    beta, temperature = sel.calibrate(groups)
+    tops, feats = sel.classifier_outputs(groups, beta, temperature)
+    half = np.random.default_rng(1).permutation(len(tops)) % 2 == 0
+    decisions: list = [None] * len(tops)
+    for part in (half, ~half):
+        sub = sel.Items([it.labels[i] for i in np.flatnonzero(~part)], it.kinds[~part], it.weights[~part], it.in_scope[~part])
+        sub_tops = [tops[i] for i in np.flatnonzero(~part)]
+        model = sel.fit_accept(sub, sub_tops, feats[~part], fit_logistic)
+        t, per_skill, _ = sel.thresholds(sub, sub_tops, sel.accept_scores(model, feats[~part]))
+        held = np.flatnonzero(part)
+        got = sel.classifier_decisions([tops[i] for i in held], sel.accept_scores(model, feats[part]), t, per_skill)
+        for i, d in zip(held, got):
+            decisions[i] = d
+    model = sel.fit_accept(it, tops, feats, fit_logistic)
+    t, per_skill, info = sel.thresholds(it, tops, sel.accept_scores(model, feats))
+    return {"beta": beta, "temperature": temperature, "accept": model, "threshold": t, "skill_thresholds": per_skill,
+            "per_skill_tried": info["tried"]}, decisions
+
+
+def fit(router: Router, labelled=None, save: bool = True, objective: str = "balanced", seed: int = 0) -> FitReport:
+    """Fit the router on labelled queries (a JSONL path or LabelledQuery values; None: the
+    demonstrations alone) and keep the best of the skill classifier, the unfitted router and the
+    nearest-neighbour baseline on out-of-fold data under ``objective`` (selection.OBJECTIVES). The
+    router takes the chosen parameters; with ``save`` the registry stores them.
+
+    BLAS runs on one thread here: the matrices are a few hundred wide, and on a shared 2-core CPU
+    (load 10) multi-threaded OpenBLAS spun: the out-of-fold step of a 150-skill fit took 35-50 s
+    instead of 6.7 s (a 384 x 384 Cholesky 0.66 s instead of milliseconds)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _fit(router, labelled, save, objective, seed)
+
+
+def _fit(router: Router, labelled, save: bool, objective: str, seed: int) -> FitReport:
     t0 = time.perf_counter()
     registry, p = router.registry, router.params
-    items = as_labelled(labelled, registry.names())
+    items = as_labelled(labelled, registry.names()) if labelled is not None else []
     labels = [it.skill for it in items]
     n_in = sum(lab is not None for lab in labels)
-    n_out = len(labels) - n_in
-    if n_in == 0:
+    if items and n_in == 0:
         raise LabelledDataError("every labelled query says null; fitting needs queries labelled with a skill")
-    w_in, w_out = (0.5 / n_in, 0.5 / n_out) if n_out else (1.0 / n_in, 0.0)
+    w_in = sel.objective_weight(objective, n_in, len(labels) - n_in)
     t_embed = time.perf_counter()
-    queries = router.embed([it.query for it in items])
+    queries = router.embed([it.query for it in items]) if items else np.zeros((0, 1), np.float32)
     embed_seconds = time.perf_counter() - t_embed
-    demo_names, demo_vecs, skill_names, skill_vecs = index_matrices(registry)
-    demo_hits = retrieve_all(queries, demo_names, demo_vecs, p.n_demos)
-    skill_hits = retrieve_all(queries, skill_names, skill_vecs, p.n_skill_rows)
-    cands = [rf.candidates(d, s, p.k_mean) for d, s in zip(demo_hits, skill_hits)]
+    ex = _examples(registry, queries, labels)
+    groups = out_of_fold(ex, p.n_demos, p.n_skill_rows, SHRINK, seed)
+    it = sel.items(groups, w_in)
 
-    oof, model = out_of_fold_scores(cands, labels)
-    per_policy = {name: [rf.POLICIES[name](c, None) if len(c) else np.zeros(0) for c in cands]
-                  for name in rf.SIMILARITY_POLICIES}
-    per_policy["logistic"] = oof
-    none = np.array([lab is None for lab in labels])
-    results = {}
-    for name, scores in per_policy.items():
-        top = [int(np.argmax(s)) if len(s) else -1 for s in scores]
-        top_score = np.array([s[i] if i >= 0 else -1.0 for s, i in zip(scores, top)])
-        correct = np.array([i >= 0 and c.names[i] == lab for c, i, lab in zip(cands, top, labels)])
-        low = 0.0 if name == "logistic" else -1.0
-        t, value = best_threshold(top_score, correct, none, w_in, w_out, low)
-        results[name] = {"threshold": t, "objective": value, "top": top, "top_score": top_score, "correct": correct}
-    best = max(results, key=lambda k: results[k]["objective"] - 1e-9 * list(results).index(k))
-    chosen = results[best]
+    cand, cand_decisions = _candidate(groups, it)
+    unfitted = p if p.policy in rf.SIMILARITY_POLICIES else RouterParams(n_demos=p.n_demos, n_skill_rows=p.n_skill_rows)
+    u_tops, u_scores = sel.similarity_tops(groups, unfitted.policy, unfitted.k_mean)
+    b_tops, b_scores = sel.similarity_tops(groups, "max", unfitted.k_mean) if unfitted.policy != "max" else (u_tops, u_scores)
+    b_threshold = sel.baseline_threshold(it, b_tops, b_scores)
+    decisions = {
+        "unfitted": sel.similarity_decisions(u_tops, u_scores, unfitted.threshold, unfitted.skill_thresholds),
+        "baseline": sel.similarity_decisions(b_tops, b_scores, b_threshold),
+        "classifier": cand_decisions,
+    }
+    routers = {name: dict(sel.metrics(it, d), objective=sel.value(it, d)) for name, d in decisions.items()}
+    chosen = max(CHOICES, key=lambda k: (round(routers[k]["objective"], 9), -CHOICES.index(k)))
 
-    skill_thresholds = {}
-    for skill in sorted({c.names[i] for c, i in zip(cands, chosen["top"]) if i >= 0}):
-        mask = np.array([i >= 0 and c.names[i] == skill for c, i in zip(cands, chosen["top"])])
-        if mask.sum() >= MIN_PER_SKILL:
-            own, _ = best_threshold(chosen["top_score"][mask], chosen["correct"][mask], none[mask], w_in, w_out,
-                                    0.0 if best == "logistic" else -1.0)
-            shrunk = (mask.sum() * own + SHRINK * chosen["threshold"]) / (mask.sum() + SHRINK)
-            if abs(shrunk - chosen["threshold"]) > 1e-6:
-                skill_thresholds[skill] = float(shrunk)
-    thresholds = {None: chosen["threshold"], **skill_thresholds}
-    temperature = fit_temperature(cands, per_policy[best], labels, thresholds, p.top_k, best, p.temperature)
-
-    summary = {k: {"threshold": v["threshold"], "objective": v["objective"]} for k, v in results.items()}
-    seconds = time.perf_counter() - t0
-    fitted = {"n": len(items), "n_in_scope": n_in, "n_null": n_out, "seconds": round(seconds, 3),
-              "at": time.strftime("%Y-%m-%dT%H:%M:%S"), "policies": summary,
-              "baseline": {"policy": "max", "threshold": results["max"]["threshold"]}}
-    params = p.replace(policy=best, threshold=chosen["threshold"], skill_thresholds=skill_thresholds,
-                       temperature=temperature, logistic=model, fitted=fitted)
-    log.info("fitted router on %d queries in %.2f s: policy %s, threshold %.3f, T %.3g",
-             len(items), seconds, best, chosen["threshold"], temperature)
+    fitted = {"n": len(items), "n_in_scope": n_in, "n_null": len(labels) - n_in, "skills": len(ex.names),
+              "at": time.strftime("%Y-%m-%dT%H:%M:%S"), "objective": objective, "chosen": chosen,
+              "routers": routers, "baseline": {"policy": "max", "threshold": b_threshold}}
+    if chosen == "classifier":
+        whiten, means = gaussian_classifier(
+            np.concatenate([ex.demo_x, ex.row_x, ex.query_x[ex.query_y >= 0]]),
+            np.concatenate([ex.demo_y, np.arange(len(ex.names)), ex.query_y[ex.query_y >= 0]]), len(ex.names), SHRINK)
+        hashes = registry.index.skill_metadata(list(ex.names))
+        model = SkillClassifier(ex.names, tuple(str(hashes[n].get("content_hash", ""))[:12] for n in ex.names),
+                                whiten, means, cand["beta"], cand["temperature"], cand["accept"])
+        ref = model.save(registry.path) if save else model.save(None)
+        params = p.replace(policy="classifier", threshold=cand["threshold"], skill_thresholds=cand["skill_thresholds"],
+                           classifier=ref, logistic=None, fitted=fitted)
+        router.use_classifier(model)
+    elif chosen == "baseline":
+        params = baseline_params(p.replace(fitted=fitted)).replace(fitted=fitted, n_skill_rows=p.n_skill_rows)
+    else:
+        params = unfitted.replace(fitted=fitted)
+    fitted["seconds"] = round(time.perf_counter() - t0, 3)
+    log.info("fitted the router on %d labelled queries in %.2f s: %s (objective %s: %s)", len(items), fitted["seconds"],
+             chosen, objective, ", ".join(f"{k} {v['objective']:.3f}" for k, v in routers.items()))
     router.params = params
     if save:
         router.save()
-    return FitReport(params, baseline_params(params), summary, len(items), seconds, embed_seconds)
+    return FitReport(params, baseline_params(params), routers, chosen, objective, len(items), fitted["seconds"], embed_seconds)

@@ -165,8 +165,7 @@ def evaluate(router: Router, labelled, baseline: bool = True, latency_sample: in
         for emb in embeddings:
             retrieval = router.retrieve(emb)
             for key, r in routers.items():
-                _, scores = r.scores(retrieval)
-                _record(decided[key], r.decide(retrieval), scores)
+                _record(decided[key], r.decide(retrieval), *_confidence_scores(r, retrieval))
     else:
         for it in items:
             matches = router.route(it.query, router=kind, examples=examples)
@@ -189,15 +188,23 @@ def evaluate(router: Router, labelled, baseline: bool = True, latency_sample: in
     return result
 
 
-def _record(into: tuple[list, list], matches, scores: np.ndarray) -> None:
+def _confidence_scores(router: Router, retrieval) -> tuple[np.ndarray, float | None]:
+    """(scores, accept probability): the classifier's confidence in routing is its accept model's."""
+    if router.params.policy == "classifier":
+        _, probs, accept = router.classify(retrieval)
+        return probs, accept
+    return router.scores(retrieval)[1], None
+
+
+def _record(into: tuple[list, list], matches, scores: np.ndarray, accept: float | None = None) -> None:
     decisions, confidences = into
     best = float(np.max(scores)) if len(scores) else 0.0
     if matches:
         decisions.append(matches[0].name)
-        confidences.append(rf.confidence(matches[0].score))
+        confidences.append(rf.confidence(matches[0].score if accept is None else accept))
     else:
         decisions.append(None)
-        confidences.append(1.0 - rf.confidence(best))
+        confidences.append(1.0 - rf.confidence(best if accept is None else accept))
 
 
 def latency(router: Router, queries: list[str], sample: int, kind: str = "text", examples=None) -> dict:

@@ -3,8 +3,9 @@
 Three ways to score a skill (``route(..., router=...)``):
     text    the query's embedding against the registry's demonstration rows (and skill rows) in
             Chroma, aggregated per skill by a named policy (``policies.POLICIES``):
-            ``max``, ``mean_topk``, ``skill_row``, ``max_skill_row``, or ``logistic`` (a calibrated
-            model over all features, fitted by :meth:`Router.fit`).
+            ``max``, ``mean_topk``, ``skill_row``, ``max_skill_row``, ``logistic`` (an older
+            per-candidate model), or ``classifier``: a calibrated classifier over all skills with an
+            accept model that decides when to abstain (classifier.py; ``fit`` trains it).
     state   the model's state after reading the query (optionally after one or two example pairs)
             against each skill's stored state, compared by the feature of ``state_features`` (cosine).
     hybrid  alpha * text score + (1 - alpha) * state cosine, over the skills either one found; its
@@ -13,7 +14,12 @@ Then: the skills whose score reaches their threshold (per skill when fitted) are
 cut to ``top_k``, and weighted by a softmax with a temperature (weights sum to 1).
 
 Parameters (:class:`RouterParams`) live in the registry's settings under ``"router"`` and are
-versioned with them; :meth:`Router.save` writes them, ``skillsoup fit`` fits and saves them.
+versioned with them; :meth:`Router.save` writes them, ``skillsoup fit`` fits and saves them. A fitted
+classifier's arrays live in a file of the registry folder that the settings name by checksum. Skills
+added, changed or removed after the fit are found when the model loads (``Router.status``): removed
+and changed skills lose their column, and a query whose nearest demonstration belongs to an added or
+changed skill is decided by the nearest-neighbour rule (the baseline's fitted threshold) until the
+next fit.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import numpy as np
 
 from skillsoup.errors import LabelledDataError, PolicyError, RoutingError  # noqa: F401 (re-exported)
 from skillsoup.routing import policies as rf
+from skillsoup.routing.classifier import SkillClassifier, check_reference, knn_from_hits
 
 if TYPE_CHECKING:
     from skillsoup.models.base import StateModel
@@ -41,6 +48,9 @@ ROUTERS = ("text", "state", "hybrid")
 MAX_QUERY_CHARS = 4000
 MAX_EXAMPLES = 2
 MAX_TOP_K = 64
+CLASSIFIER = "classifier"
+POLICY_NAMES = (*rf.POLICIES, CLASSIFIER)
+MIX_SHARE = 0.25  # a classifier route mixes the skills whose probability is at least this share of the top one's
 
 
 @dataclass(frozen=True)
@@ -69,10 +79,15 @@ class RouterParams:
     hybrid_alpha: float = 0.5
     n_states: int = 64  # skills retrieved by state feature per query
     fitted: dict | None = None  # provenance of a fit: when, on how many queries, its metrics, baseline
+    classifier: dict | None = None  # reference to the fitted skill classifier (classifier.py)
 
     def __post_init__(self) -> None:
-        if self.policy not in rf.POLICIES:
-            raise PolicyError(f"unknown aggregation policy {self.policy!r}; valid policies: {', '.join(rf.POLICIES)}")
+        if self.policy not in POLICY_NAMES:
+            raise PolicyError(f"unknown aggregation policy {self.policy!r}; valid policies: {', '.join(POLICY_NAMES)}")
+        if self.policy == CLASSIFIER and not self.classifier:
+            raise PolicyError("policy 'classifier' needs a fitted classifier; run skillsoup fit first")
+        if self.classifier:
+            check_reference(self.classifier)
         if self.policy == "logistic" and not self.logistic:
             raise PolicyError("policy 'logistic' needs fitted coefficients; run skillsoup fit FILE.jsonl first")
         if self.logistic:
@@ -172,6 +187,7 @@ class Retrieval:
 
     demo_hits: tuple[tuple[str, float], ...]
     skill_hits: tuple[tuple[str, float], ...]
+    embedding: np.ndarray | None = None  # the query's, for the classifier
 
 
 # ---- the router ---------------------------------------------------------------------------------
@@ -186,6 +202,7 @@ class Router:
         else:
             self.params = params if isinstance(params, RouterParams) else RouterParams.from_dict(params)
         self._state_index = None
+        self._classifier: tuple[str, SkillClassifier, dict] | None = None  # (sha256, model for the skills now, changes)
 
     def __repr__(self) -> str:
         fitted = "fitted" if self.params.fitted else "default"
@@ -197,6 +214,7 @@ class Router:
         version, values = self.registry.settings()
         self.params = RouterParams.from_dict(values.get(SETTING))
         self.settings_version = version
+        self._classifier = None
 
     def save(self) -> int:
         """Store the parameters in the registry; returns the new settings version."""
@@ -205,6 +223,41 @@ class Router:
 
     def baseline(self) -> Router:
         return Router(self.registry, self.model, baseline_params(self.params))
+
+    # ---- the fitted classifier -----------------------------------------------------------------
+    def use_classifier(self, model: SkillClassifier) -> None:
+        """Route with this (just fitted) classifier; it still follows the registry's skills."""
+        self._classifier = (model.save(None)["sha256"], *self._reconcile(model))
+
+    def _reconcile(self, model: SkillClassifier) -> tuple[SkillClassifier, dict]:
+        from skillsoup.routing.index_data import skill_hashes
+
+        current, changes = model.for_skills(skill_hashes(self.registry))
+        if any(changes.values()):
+            log.warning("skills changed since the router was fitted (%s); queries for added or changed skills are "
+                        "routed by the nearest-neighbour rule: run skillsoup fit again to refit",
+                        ", ".join(f"{len(v)} {k}" for k, v in changes.items() if v))
+        return current, changes
+
+    def classifier(self) -> SkillClassifier:
+        """The fitted classifier for the registry's skills now (loaded once per settings version)."""
+        ref = self.params.classifier
+        if not ref:
+            raise PolicyError("this router has no fitted classifier; run skillsoup fit first")
+        if self._classifier is None or self._classifier[0] != ref["sha256"]:
+            self._classifier = (ref["sha256"], *self._reconcile(SkillClassifier.load(self.registry.path, ref)))
+        return self._classifier[1]
+
+    def status(self) -> dict:
+        """Whether the router is fitted, when, on how many queries, what it chose, and the skills
+        added / changed / removed since (for ``route --json`` and ``skills list``)."""
+        f = self.params.fitted or {}
+        out = {"fitted": bool(f), "policy": self.params.policy, "at": f.get("at"), "n": f.get("n"),
+               "chosen": f.get("chosen"), "objective": f.get("objective"), "settings_version": self.settings_version}
+        if self.params.policy == CLASSIFIER:
+            self.classifier()
+            out["since_fit"] = self._classifier[2]
+        return out
 
     # ---- routing -------------------------------------------------------------------------------
     def route(self, query: str, top_k: int | None = None, router: str = "text",
@@ -235,11 +288,23 @@ class Router:
         p, reg = self.params, self.registry
         demos = [(m.skill, m.similarity) for m in reg.query_demonstrations(embedding, p.n_demos)]
         rows = [tuple(m) for m in reg.query_skills(embedding, p.n_skill_rows)] if p.policy in rf.NEEDS_SKILL_ROWS else []
-        return Retrieval(tuple(demos), tuple(rows))
+        return Retrieval(tuple(demos), tuple(rows), np.asarray(embedding, np.float32))
+
+    def classify(self, retrieval: Retrieval) -> tuple[SkillClassifier, np.ndarray, float]:
+        """(model, probability of each of its skills [k], accept probability of the top one)."""
+        if retrieval.embedding is None:
+            raise RoutingError("the classifier needs the query embedding; build the Retrieval with Router.retrieve")
+        model = self.classifier()
+        logp, feats = model.predict(retrieval.embedding[None, :], knn_from_hits(model.skills, retrieval.demo_hits)[None, :])
+        return model, np.exp(logp[0]), float(model.accept_probability(feats)[0])
 
     def scores(self, retrieval: Retrieval) -> tuple[rf.Candidates, np.ndarray]:
-        """Candidate skills and their score under the policy."""
+        """Candidate skills and their score under the policy (for ``classifier``: every skill of
+        the model and its probability)."""
         p = self.params
+        if p.policy == CLASSIFIER:
+            model, probs, _ = self.classify(retrieval)
+            return rf.Candidates(model.skills, np.zeros((len(model.skills), 0))), probs
         cands = rf.candidates(retrieval.demo_hits, retrieval.skill_hits, p.k_mean)
         if not len(cands):
             return cands, np.zeros(0)
@@ -248,10 +313,30 @@ class Router:
     def decide(self, retrieval: Retrieval, top_k: int | None = None) -> list[SkillMatch]:
         """Thresholds, top-k and weights over the scored candidates of one retrieval."""
         p = self.params
+        if p.policy == CLASSIFIER:
+            return self._decide_classifier(retrieval, top_k or p.top_k)
         cands, scores = self.scores(retrieval)
         thresholds = np.array([p.skill_thresholds.get(n, p.threshold) for n in cands.names])
         return _select(list(cands.names), scores, thresholds, rf.weight_logits(scores, p.policy),
                        top_k or p.top_k, p.temperature)
+
+    def _decide_classifier(self, retrieval: Retrieval, top_k: int) -> list[SkillMatch]:
+        """The top skill if the accept model clears its threshold, mixed with the skills whose
+        probability is at least MIX_SHARE of its own (up to ``top_k``), weights proportional to p."""
+        model, probs, accept = self.classify(retrieval)
+        changes = self._classifier[2]
+        if retrieval.demo_hits and retrieval.demo_hits[0][0] in (*changes["added"], *changes["changed"]):
+            name, sim = retrieval.demo_hits[0]  # a skill the model has not seen: the nearest-neighbour rule
+            return [SkillMatch(name, float(sim), 1.0)] if sim >= baseline_params(self.params).threshold else []
+        if not len(probs):
+            return []
+        order = np.argsort(-probs, kind="stable")
+        top = model.skills[order[0]]
+        if accept < self.params.skill_thresholds.get(top, self.params.threshold):
+            return []
+        kept = [i for i in order[:top_k] if probs[i] >= MIX_SHARE * probs[order[0]]]
+        weights = probs[kept] / probs[kept].sum()
+        return [SkillMatch(model.skills[i], float(probs[i]), float(w)) for i, w in zip(kept, weights)]
 
     def _state_hits(self, query: str, examples: list[tuple[str, str]]) -> list[tuple[str, float]]:
         if self.model is None:

@@ -43,7 +43,8 @@ def test_route_table_json_and_no_skill(cli, reg):
     r = cli("route", QUERY, *reg)
     assert r.code == 0 and "timer" in r.out and "weight" in r.out and "policy max" in r.err
     data = json.loads(cli("route", QUERY, "--json", "--top-k", "2", *reg).out)
-    assert set(data) == {"query", "router", "policy", "matches", "route_ms"}
+    assert set(data) == {"query", "router", "policy", "matches", "route_ms", "fit"}
+    assert data["fit"]["fitted"] is False and data["fit"]["n"] is None
     assert data["matches"][0]["name"] == "timer" and len(data["matches"]) <= 2
     assert set(data["matches"][0]) == {"name", "score", "weight"}
     assert abs(sum(m["weight"] for m in data["matches"]) - 1) < 1e-9
@@ -102,8 +103,10 @@ def test_bad_queries(cli, reg, mamba_dir, query, needle):
 def test_fit_then_eval_routing_json(cli, reg, tmp_path):
     train = write_jsonl(tmp_path / "train.jsonl", make_labelled(300, seed=1))
     test = write_jsonl(tmp_path / "test.jsonl", make_labelled(60, seed=2))
+    assert "router: default parameters, not fitted" in " ".join(cli("skills", "list", *reg).out.split())
     r = cli("fit", train, *reg)
-    assert r.code == 0 and "chosen" in r.out and "baseline" in r.out and "stored as settings v1" in r.out
+    out = " ".join(r.out.split())
+    assert r.code == 0 and "chosen" in out and "baseline" in out and "classifier" in out and "settings v1" in out, r.out
     r = cli("eval", "routing", test, "--json", "--latency-sample", "5", *reg)
     assert r.code == 0
     data = json.loads(r.out)  # one JSON object, nothing else on stdout
@@ -113,8 +116,17 @@ def test_fit_then_eval_routing_json(cli, reg, tmp_path):
     assert isinstance(data["p50_ms"], float) and 0 <= data["macro_f1"] <= 1
     r = cli("eval", "routing", test, "--latency-sample", "5", *reg)
     assert r.code == 0 and "baseline: nn-threshold" in r.out and "macro_f1" in r.out
-    r = cli("fit", train, "--json", *reg)
-    assert r.code == 0 and json.loads(r.out)["params"]["policy"] in json.loads(r.out)["policies"]
+    r = cli("fit", train, "--json", "--objective", "accuracy", *reg)
+    fitted = json.loads(r.out)
+    assert r.code == 0 and set(fitted["routers"]) == {"unfitted", "baseline", "classifier"}
+    assert fitted["chosen"] in fitted["routers"] and fitted["objective"] == "accuracy"
+    for v in fitted["routers"].values():
+        assert 0 <= v["in_scope_accuracy"] <= 1 and 0 <= v["abstain_recall"] <= 1
+    route = json.loads(cli("route", QUERY, "--json", *reg).out)
+    assert route["fit"]["fitted"] is True and route["fit"]["n"] == 300 and route["fit"]["at"]
+    listed = " ".join(cli("skills", "list", *reg).out.split())
+    assert f"router: fitted {route['fit']['at']} on 300 queries" in listed
+    _one_red_line(cli("fit", train, "--objective", "speed", *reg), "unknown objective 'speed'")
 
 
 def test_malformed_and_unknown_labels(cli, reg, tmp_path):

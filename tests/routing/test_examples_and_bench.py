@@ -16,7 +16,7 @@ def test_bench_router_runs_on_tiny_shapes(capsys, mamba_dir):
                               "--answers", "1", "--new-tokens", "2", "--model", str(mamba_dir)])
     out = capsys.readouterr().out
     names = [name for name, _, _ in rows]
-    assert "route[max] route" in names and "answer first_token_ms" in names
+    assert "route[max] route" in names and "route[classifier] route" in names and "answer first_token_ms" in names
     assert all(p50 >= 0 and p95 >= p50 for _, p50, p95 in rows)
     assert "60 skills x 3 demonstrations" in out and "| route[max] embed" in out
 

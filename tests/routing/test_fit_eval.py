@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 from synthetic import make_labelled, write_jsonl
 
-from skillsoup.routing.fit import best_threshold, fit, fit_logistic
+from skillsoup.routing.fit import fit, fit_logistic
 from skillsoup.routing.metrics import KEYS, decision_metrics, evaluate, expected_calibration_error, read_labelled
 from skillsoup.routing.policies import FEATURES, candidates
 from skillsoup.routing.router import LabelledDataError, Router, RouterParams
+from skillsoup.routing.selection import best_cut
 
 
 def test_candidate_features_by_hand():
@@ -35,12 +36,11 @@ def test_threshold_search_is_the_exact_optimum():
     for _ in range(20):
         n = int(rng.integers(1, 9))
         scores = np.round(rng.random(n), 1)  # ties on purpose
-        correct, none = rng.random(n) < 0.5, rng.random(n) < 0.4
-        t, value = best_threshold(scores, correct, none, 1.0, 2.0, low=-1.0)
-        brute = max(sum(correct[scores >= u]) + 2.0 * sum(none[scores < u])
-                    for u in [-1.0, *scores, scores.max() + 1])
+        take, leave = rng.random(n) * (rng.random(n) < 0.5), rng.random(n) * (rng.random(n) < 0.4)
+        t, value = best_cut(scores, take, leave)
+        brute = max(take[scores >= u].sum() + leave[scores < u].sum() for u in [-np.inf, *scores, scores.max() + 1])
         assert value == pytest.approx(brute)
-        assert sum(correct[scores >= t]) + 2.0 * sum(none[scores < t]) == pytest.approx(brute)
+        assert take[scores >= t].sum() + leave[scores < t].sum() == pytest.approx(brute)
 
 
 def test_logistic_fit_recovers_a_known_model():
@@ -146,25 +146,11 @@ def test_fit_accepts_values_as_well_as_files(syn_registry):
     rows = make_labelled(200, seed=4)
     report = fit(Router(syn_registry), rows, save=False)
     assert report.n == 200 and syn_registry.get_setting("router") is None  # save=False stores nothing
-    assert report.params.policy in report.policies and math.isfinite(report.params.threshold)
+    assert not (syn_registry.path / "router").exists()
+    assert set(report.routers) == {"unfitted", "baseline", "classifier"} and report.chosen in report.routers
+    assert math.isfinite(report.params.threshold)
     assert report.baseline.policy == "max" and report.baseline.top_k == 1
-    assert report.baseline.threshold == report.policies["max"]["threshold"]
-
-
-def test_out_of_fold_scores_match_the_candidates():
-    from skillsoup.routing.fit import out_of_fold_scores
-
-    rng = np.random.default_rng(0)
-    cands, labels = [], []
-    for i in range(60):
-        names = ["a", "b", "c"][: 1 + i % 3]
-        hits = [(n, float(s)) for n, s in zip(names, rng.random(len(names)))]
-        cands.append(candidates(sorted(hits, key=lambda h: -h[1])))
-        labels.append(names[0] if i % 4 else None)
-    scores, model = out_of_fold_scores(cands, labels)
-    assert [len(s) for s in scores] == [len(c) for c in cands]
-    assert all(((0 <= s) & (s <= 1)).all() for s in itertools.chain(scores))
-    assert len(model["coef"]) == len(FEATURES)
+    assert report.baseline.threshold == report.params.fitted["baseline"]["threshold"]
 
 
 def test_default_params_are_valid():

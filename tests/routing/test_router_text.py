@@ -116,7 +116,7 @@ def test_parameters_are_stored_in_the_registry_and_versioned(syn_registry):
 
 
 def test_nearest_rows_equal_a_brute_force_search_and_skip_leftover_rows(syn_registry):
-    from skillsoup.routing.fit import index_matrices, retrieve_all
+    from skillsoup.routing.index_data import index_matrices, retrieve_all
 
     reg = syn_registry
     # leftover demonstration rows of an unfinished replace of "timer" (another content hash)
