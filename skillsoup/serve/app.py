@@ -13,6 +13,7 @@ every error leaves in OpenAI's shape (``errors``). With an API key, everything b
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -34,11 +35,21 @@ log = logging.getLogger(__name__)
 ENDPOINTS = {"/v1/chat/completions": "chat", "/v1/completions": "completion"}
 
 
-def build_app(backend, *, api_key: str | None = None, admin: bool = False, limits: Limits | None = None) -> FastAPI:
+def build_app(backend, *, api_key: str | None = None, admin: bool = False, limits: Limits | None = None,
+              on_close=None) -> FastAPI:
+    """The app; when the server shuts down, the backend is closed, then ``on_close()`` runs."""
     limits = limits or Limits()
     guard = KeyGuard(api_key)
     metrics = Metrics(backend.snapshot)
-    app = FastAPI(title="skillsoup", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        yield
+        await backend.close()
+        if on_close is not None:
+            on_close()
+
+    app = FastAPI(title="skillsoup", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.backend, app.state.metrics = backend, metrics
 
     @app.exception_handler(APIError)

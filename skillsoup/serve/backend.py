@@ -217,7 +217,7 @@ class LocalBackend:
     def describe(self) -> dict:
         return {"model": self.soup.model.source, "arch": self.soup.model.arch, "backend": "local"}
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # idempotent
         self.engine.stop()
         self.planner.close()
         self._preparer.shutdown(wait=False, cancel_futures=True)

@@ -10,7 +10,8 @@ Per server (one registry per app, so several servers in a process never mix thei
 Read from the engine(s) at scrape time (summed over Ray replicas):
     skillsoup_batch_rows, skillsoup_queue_waiting, skillsoup_engine_steps_total,
     skillsoup_engine_row_steps_total, skillsoup_generated_tokens_total,
-    skillsoup_state_cache_hits_total, skillsoup_state_cache_misses_total, skillsoup_state_cache_bytes
+    skillsoup_state_cache_hits_total, skillsoup_state_cache_misses_total, skillsoup_state_cache_bytes,
+    skillsoup_replica_retries_total (Ray only)
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ _COUNTERS = {"steps": ("engine_steps", "batched model steps"),
              "row_steps": ("engine_row_steps", "batch rows summed over steps (row_steps / steps = mean batch)"),
              "tokens": ("generated_tokens", "answer tokens sampled, cancelled requests included"),
              "cache_hits": ("state_cache_hits", "skill states served from memory"),
-             "cache_misses": ("state_cache_misses", "skill states read from the store (or recaptured)")}
+             "cache_misses": ("state_cache_misses", "skill states read from the store (or recaptured)"),
+             "retries": ("replica_retries", "requests sent again because their Ray replica died")}
 
 
 class Metrics:

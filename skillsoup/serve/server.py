@@ -59,36 +59,35 @@ def warm_up(soup) -> None:
         soup.model.neutral_state()
 
 
-def build_local(soup, options: ServeOptions):
-    """The FastAPI app over a LocalBackend (the engine starts now)."""
+def build_local(soup, options: ServeOptions, on_close=None):
+    """The FastAPI app over a LocalBackend (the engine starts now; it stops when the app shuts down)."""
     from skillsoup.serve.app import build_app
     from skillsoup.serve.backend import LocalBackend
 
     backend = LocalBackend(soup, options.engine, options.max_queue, options.limits.timeout_s)
-    return build_app(backend, api_key=options.api_key, admin=options.admin, limits=options.limits), backend
+    app = build_app(backend, api_key=options.api_key, admin=options.admin, limits=options.limits, on_close=on_close)
+    return app, backend
 
 
 def run_local(options: ServeOptions, log_level: str = "info", on_ready=None) -> None:
-    """Serve until interrupted (Ctrl-C or SIGTERM)."""
-    import asyncio
-
+    """Serve until interrupted. On Ctrl-C or SIGTERM uvicorn finishes the requests in flight (5 s at
+    most), the app's shutdown stops the engine and closes the registry, and the process ends with the
+    signal, as uvicorn does."""
     import uvicorn
 
     options.check()
     torch_threads(options.threads)
     soup = open_soup(options)
     try:
-        app, backend = build_local(soup, options)
+        app, _ = build_local(soup, options, on_close=soup.close)
         if on_ready is not None:
             on_ready(soup)
-        server = uvicorn.Server(uvicorn.Config(app, host=options.host, port=options.port, log_level=log_level,
-                                               timeout_graceful_shutdown=5))
-        try:
-            server.run()
-        finally:
-            asyncio.run(backend.close())
-    finally:
+    except BaseException:
         soup.close()
+        raise
+    server = uvicorn.Server(uvicorn.Config(app, host=options.host, port=options.port, log_level=log_level,
+                                           timeout_graceful_shutdown=5))
+    server.run()
 
 
 class ServerThread:
