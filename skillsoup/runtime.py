@@ -322,12 +322,12 @@ class SkillSoup:
         ``layers`` when given); no match = the neutral state and the default template."""
         if not matches:
             return self.model.neutral_state(), DEFAULT_SKILL
-        states, top = [], None
-        for m in matches:
-            skill = self.registry.get(m.name)
-            top = top or skill
+        states = []
+        skills = self.registry.get_many([m.name for m in matches])
+        for m, skill in zip(matches, skills):
             key = (m.name, skill.content_hash, self.model.fingerprint)
             states.append(self.cache.get(key, lambda name=m.name: self.registry.state(name, self.model)))
+        top = skills[0]
         if len(states) == 1:
             return states[0], top
         return mix(states, [m.weight for m in matches], conv=mode, layers=layers), top

@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException
 from skillsoup.errors import SkillsoupError
 from skillsoup.serve import protocol
 from skillsoup.serve.admin import add_admin_routes
-from skillsoup.serve.errors import APIError, from_library_error, server_error, timed_out
+from skillsoup.serve.errors import APIError, from_library_error, model_not_found, server_error, timed_out
 from skillsoup.serve.metrics import CONTENT_TYPE, Metrics
 from skillsoup.serve.protocol import Limits
 from skillsoup.serve.security import KeyGuard, read_body
@@ -96,7 +96,7 @@ def build_app(backend, *, api_key: str | None = None, admin: bool = False, limit
         guard.check(request)
         skill = model_id.split("/", 1)[1] if model_id.startswith(protocol.MODEL + "/") else None
         if model_id != protocol.MODEL and (skill is None or skill not in await backend.skill_names()):
-            raise protocol.model_not_found(model_id)
+            raise model_not_found(model_id)
         return _model(model_id)
 
     @app.post("/v1/chat/completions")

@@ -27,7 +27,8 @@ from functools import partial
 from typing import AsyncIterator, Callable
 
 from skillsoup.runtime import Plan, Prepared, SkillSoup
-from skillsoup.serve.engine import Done, Engine, EngineConfig, Event, Failed, Job
+from skillsoup.serve.engine import Engine, EngineConfig, Job
+from skillsoup.serve.events import Done, Event, Failed
 from skillsoup.serve.errors import busy
 from skillsoup.serve.protocol import RequestSpec
 

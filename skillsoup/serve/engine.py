@@ -34,7 +34,7 @@ import logging
 import threading
 import time
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Callable
 
 import torch
@@ -42,47 +42,12 @@ import torch
 from skillsoup.errors import StateMismatchError
 from skillsoup.models.generation import StopDecoder, sample
 from skillsoup.runtime import AnswerText, Prepared
+from skillsoup.serve.events import Done, Event, Failed, Piece
 from skillsoup.states.state import SkillState
 
 log = logging.getLogger(__name__)
 
 PREFILL_MODES = ("auto", "parallel", "steps")
-
-
-# ---- what a request hears ------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Piece:
-    text: str
-    kind: str = "piece"
-
-
-@dataclass(frozen=True)
-class Done:
-    reason: str  # "stop" (a stop string or EOS) or "length" (max_new_tokens)
-    prompt_tokens: int
-    completion_tokens: int
-    timings: dict = field(default_factory=dict)  # milliseconds: route, load/mix, queue, prefill, first token, total
-    extra: dict = field(default_factory=dict)  # what a transport adds (the Ray replica that answered)
-    kind: str = "done"
-
-
-@dataclass(frozen=True)
-class Failed:
-    code: str  # "timeout" or "server_error"
-    message: str
-    kind: str = "failed"
-
-
-Event = Piece | Done | Failed
-_KINDS = {"piece": Piece, "done": Done, "failed": Failed}
-
-
-def event_dict(event: Event) -> dict:
-    return asdict(event)
-
-
-def event_from_dict(data: dict) -> Event:
-    return _KINDS[data["kind"]](**data)
 
 
 # ---- settings and counters -------------------------------------------------------------------

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from skillsoup.errors import RoutingError
 from skillsoup.routing import MAX_QUERY_CHARS, check_query
 from skillsoup.runtime import Plan
-from skillsoup.serve.errors import APIError, invalid, model_not_found, too_large
+from skillsoup.serve.errors import invalid, model_not_found, too_large
 
 MODEL = "skillsoup"
 UNSUPPORTED = {"tools", "tool_choice", "functions", "suffix", "logprobs", "echo", "n", "best_of", "logit_bias",

@@ -40,7 +40,8 @@ from skillsoup.routing import SkillMatch
 from skillsoup.runtime import Plan, SkillSoup
 from skillsoup.serve.app import build_app
 from skillsoup.serve.backend import Admission, EventStream, Planner, Started, prepare_call
-from skillsoup.serve.engine import Done, Engine, EngineConfig, Failed, event_dict, event_from_dict
+from skillsoup.serve.engine import Engine, EngineConfig
+from skillsoup.serve.events import Done, Failed, event_dict, event_from_dict
 from skillsoup.serve.errors import APIError, from_library_error, server_error
 from skillsoup.serve.protocol import Limits, RequestSpec
 from skillsoup.serve.server import ServeOptions, open_soup, torch_threads, warm_up
@@ -133,10 +134,11 @@ class RayBackend:
     """The backend of the front's app: plans here, prepares and decodes on a replica chosen by Ray
     Serve with the routed top skill as the multiplexing key."""
 
-    def __init__(self, soup: SkillSoup, replica, options: ServeOptions):
+    def __init__(self, soup: SkillSoup, replica, options: ServeOptions, replicas: int):
         self.soup = soup
         self.replica = replica
         self.options = options
+        self.replicas = replicas
         self.planner = Planner(soup, options.engine.max_batch)
         self.admission = Admission(options.engine.max_batch + options.max_queue)
         self.retries = 0
@@ -210,14 +212,15 @@ class RayBackend:
         return await self.run_blocking(partial(self.soup.registry.remove, name))
 
     def snapshot(self) -> dict:
-        total: dict = {"replicas": len(self._stats), "retries": self.retries, "healthy": True}
+        total: dict = {"replicas": self.replicas, "replicas_reporting": len(self._stats), "retries": self.retries,
+                       "healthy": True}
         for stats in self._stats.values():
             for k, v in stats.items():
                 total[k] = total.get(k, 0) + v
         return total
 
     def describe(self) -> dict:
-        return {"model": str(self.options.model or "default"), "backend": "ray"}
+        return {"model": str(self.options.model or "the default model"), "backend": "ray"}
 
     async def close(self) -> None:
         self.planner.close()
@@ -233,14 +236,14 @@ _RESTARTED = _Restarted()
 @serve.deployment(name="SkillSoupFront", ray_actor_options={"num_cpus": 0})
 @serve.ingress()
 class SkillSoupFront:
-    def __init__(self, replica, config: dict):
+    def __init__(self, replica, config: dict, replicas: int):
         from skillsoup.registry import SkillRegistry
 
         self.options = options_from(config)
         registry = SkillRegistry.open(self.options.registry, chroma_url=self.options.chroma_url)
         soup = SkillSoup(registry, None)  # plans only: the model lives in the replicas
         warm_up(soup)
-        self.backend = RayBackend(soup, replica, self.options)
+        self.backend = RayBackend(soup, replica, self.options, replicas)
 
     def __serve_build_asgi_app__(self):
         o = self.options
@@ -252,12 +255,15 @@ def application(options: ServeOptions, replicas: int, replica_cpus: float = 1.0)
     """The Serve application: the front bound to ``replicas`` replicas."""
     if replicas < 1:
         raise ServeError(f"--replicas must be at least 1, got {replicas}")
+    if not options.chroma_url:  # an embedded index is not safe to share between processes
+        raise ServeError("Ray replicas share the registry through a Chroma server: start one (chroma run --path DIR "
+                         "--host 127.0.0.1 --port 8001) and pass --chroma-url http://127.0.0.1:8001")
     config = options_dict(options)
     inflight = options.engine.max_batch + options.max_queue
     replica = SkillSoupReplica.options(num_replicas=replicas, max_ongoing_requests=inflight,
                                        ray_actor_options={"num_cpus": replica_cpus}).bind(config)
     front = SkillSoupFront.options(max_ongoing_requests=inflight * max(1, replicas))
-    return front.bind(replica, config)
+    return front.bind(replica, config, replicas)
 
 
 def build(args: dict):

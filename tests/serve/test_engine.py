@@ -14,7 +14,8 @@ from conftest import QUERIES
 from skillsoup import SkillSoup
 from skillsoup.errors import StateMismatchError
 from skillsoup.registry import SkillRegistry
-from skillsoup.serve.engine import Done, Engine, EngineConfig, Failed, Piece, event_dict, event_from_dict
+from skillsoup.serve.engine import Engine, EngineConfig
+from skillsoup.serve.events import Done, Failed, Piece, event_dict, event_from_dict
 from skillsoup.states.state import SkillState
 
 FAR = 600.0  # seconds: no deadline in sight
