@@ -123,8 +123,7 @@ def build_app(backend, *, api_key: str | None = None, admin: bool = False, limit
         reply = _Reply(kind, parsed.model, spec, started, metrics)
         if parsed.stream:
             include_usage = bool(parsed.stream_options and parsed.stream_options.include_usage)
-            return StreamingResponse(reply.sse(ticket, include_usage), media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+            return _EventResponse(reply.sse(include_usage), cleanup=lambda: reply.close_stream(ticket))
         try:
             return JSONResponse(await reply.whole(request))
         finally:
@@ -145,6 +144,7 @@ class _Reply:
         self.kind, self.model, self.spec, self.started, self.metrics = kind, model, spec, started, metrics
         self.rid, self.created = protocol.new_id(kind), int(time.time())
         self.first_seen = False
+        self.ended = False  # a stream sent its Done or Failed
 
     def _saw_text(self) -> None:
         if not self.first_seen:
@@ -195,35 +195,52 @@ class _Reply:
         return protocol.response(self.kind, self.rid, self.created, self.model, "".join(parts), done.reason, use,
                                  self._field(done))
 
-    async def sse(self, ticket, include_usage: bool):
-        ended = False
+    async def sse(self, include_usage: bool):
+        first = protocol.chunk(self.kind, self.rid, self.created, self.model, "", soup=self._field(), first=True)
+        yield _event(first)
+        async for event in self.started.events:
+            if event.kind == "piece":
+                self._saw_text()
+                yield _event(protocol.chunk(self.kind, self.rid, self.created, self.model, event.text))
+            elif event.kind == "failed":
+                self.ended = True
+                error = self._failure(event)
+                self._count(error.status)
+                yield _event(error.body())
+            elif event.kind == "done":
+                self.ended = True
+                self._count(200, event)
+                yield _event(protocol.chunk(self.kind, self.rid, self.created, self.model, None, event.reason,
+                                            soup=self._field(event)))
+                if include_usage:
+                    use = protocol.usage(event.prompt_tokens, event.completion_tokens)
+                    yield _event(protocol.chunk(self.kind, self.rid, self.created, self.model, None, use=use))
+                yield "data: [DONE]\n\n"
+
+    def close_stream(self, ticket) -> None:
+        """However the stream ended: free the row (a no-op once it is done) and the admission slot."""
+        self.started.cancel()
+        ticket.release()
+        if not self.ended:  # the client left mid-stream
+            self.ended = True
+            self.metrics.cancelled.inc()
+            self._count(499)
+
+
+class _EventResponse(StreamingResponse):
+    """Server-sent events whose ``cleanup`` runs however the response ends: finished, or cancelled
+    because the client left, even before the first event was sent."""
+
+    def __init__(self, content, cleanup):
+        super().__init__(content, media_type="text/event-stream",
+                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        self._cleanup = cleanup
+
+    async def __call__(self, scope, receive, send) -> None:
         try:
-            first = protocol.chunk(self.kind, self.rid, self.created, self.model, "", soup=self._field(), first=True)
-            yield _event(first)
-            async for event in self.started.events:
-                if event.kind == "piece":
-                    self._saw_text()
-                    yield _event(protocol.chunk(self.kind, self.rid, self.created, self.model, event.text))
-                elif event.kind == "failed":
-                    ended = True
-                    error = self._failure(event)
-                    self._count(error.status)
-                    yield _event(error.body())
-                elif event.kind == "done":
-                    ended = True
-                    self._count(200, event)
-                    yield _event(protocol.chunk(self.kind, self.rid, self.created, self.model, None, event.reason,
-                                                soup=self._field(event)))
-                    if include_usage:
-                        use = protocol.usage(event.prompt_tokens, event.completion_tokens)
-                        yield _event(protocol.chunk(self.kind, self.rid, self.created, self.model, None, use=use))
-                    yield "data: [DONE]\n\n"
+            await super().__call__(scope, receive, send)
         finally:
-            self.started.cancel()
-            ticket.release()
-            if not ended:  # the client left mid-stream: its row is freed by cancel()
-                self.metrics.cancelled.inc()
-                self._count(499)
+            self._cleanup()
 
 
 def _event(data: dict) -> str:

@@ -169,6 +169,13 @@ def _settle(future: concurrent.futures.Future, fn: Callable) -> None:
         future.set_exception(exc)
 
 
+def counters(engine: Engine, soup: SkillSoup) -> dict:
+    """The engine's counters and the state cache's, as /metrics reads them."""
+    cache = soup.cache
+    return {**engine.stats.to_dict(), "cache_hits": cache.hits, "cache_misses": cache.misses,
+            "cache_bytes": cache.nbytes, "cache_states": len(cache)}
+
+
 def prepare_call(soup: SkillSoup, plan: Plan, options: dict) -> Callable[[], Prepared]:
     """``soup.prepare`` of a plan with a request's ``RequestSpec.prepare_options()``."""
     return partial(soup.prepare, plan, mix=options["mix"], layers=options["layers"], stop=tuple(options["stop"]),
@@ -210,10 +217,7 @@ class LocalBackend:
 
     def snapshot(self) -> dict:
         """Engine counters and state-cache counters, for /metrics and /health."""
-        cache = self.soup.cache
-        return {**self.engine.stats.to_dict(), "cache_hits": cache.hits, "cache_misses": cache.misses,
-                "cache_bytes": cache.nbytes, "cache_states": len(cache), "replicas": 1,
-                "healthy": self.engine.running}
+        return {**counters(self.engine, self.soup), "replicas": 1, "healthy": self.engine.running}
 
     def describe(self) -> dict:
         return {"model": self.soup.model.source, "arch": self.soup.model.arch, "backend": "local"}

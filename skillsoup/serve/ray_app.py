@@ -39,7 +39,7 @@ except ImportError as exc:  # pragma: no cover - the ray extra is part of dev
 from skillsoup.routing import SkillMatch
 from skillsoup.runtime import Plan, SkillSoup
 from skillsoup.serve.app import build_app
-from skillsoup.serve.backend import Admission, EventStream, Planner, Started, prepare_call
+from skillsoup.serve.backend import Admission, EventStream, Planner, Started, counters, prepare_call
 from skillsoup.serve.engine import Engine, EngineConfig
 from skillsoup.serve.events import Done, Failed, event_dict, event_from_dict
 from skillsoup.serve.errors import APIError, from_library_error, server_error
@@ -124,9 +124,7 @@ class SkillSoupReplica:
         return await asyncio.get_running_loop().run_in_executor(self._preparer, add)
 
     def snapshot(self) -> dict:
-        cache = self.soup.cache
-        return {**self.engine.stats.to_dict(), "cache_hits": cache.hits, "cache_misses": cache.misses,
-                "cache_bytes": cache.nbytes}
+        return counters(self.engine, self.soup)
 
 
 # ---- the front: HTTP, routing, retries ----------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from conftest import API_KEY, copy_registry, serve_soup, stop
+from serve_helpers import API_KEY, copy_registry, serve_soup, stop
 
 SKILL = """\
 name: shout-date

@@ -13,7 +13,7 @@ import time
 import httpx
 import openai
 import pytest
-from conftest import API_KEY, copy_registry
+from serve_helpers import API_KEY, copy_registry
 
 from skillsoup.errors import ServeError
 from skillsoup.serve.security import KeyGuard, check_bind, is_loopback
@@ -60,16 +60,15 @@ def test_the_key_check_needs_the_bearer_scheme_and_the_exact_key():
             guard.check(request(bad))
 
 
-def _cli(*args, env=None, timeout=120):
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout, env=env)
+def test_refuses_a_public_address_or_admin_without_a_key(monkeypatch, capsys):
+    from skillsoup.cli import main
 
-
-def test_refuses_a_public_address_or_admin_without_a_key():
-    env = {k: v for k, v in os.environ.items() if k != "SKILLSOUP_API_KEY"}
-    for args in (["--host", "0.0.0.0"], ["--admin"]):
-        done = _cli("serve", *args, env=env)
-        assert done.returncode == 1 and "Traceback" not in done.stderr
-        assert done.stderr.startswith("error:") and "API key" in done.stderr
+    monkeypatch.delenv("SKILLSOUP_API_KEY", raising=False)
+    monkeypatch.setattr("skillsoup.serve.server.open_soup", lambda *a: pytest.fail("loaded before refusing"))
+    for args in (["--host", "0.0.0.0"], ["--admin"], ["--host", "::"]):
+        assert main(["serve", *args]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("error:") and "API key" in err and len(err.strip().splitlines()) == 1
 
 
 def _free_port() -> int:

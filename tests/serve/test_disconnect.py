@@ -7,7 +7,7 @@ import threading
 
 import httpx
 import pytest
-from conftest import copy_registry, serve_soup, stop
+from serve_helpers import copy_registry, serve_soup, stop
 
 from skillsoup.serve.protocol import Limits
 
@@ -73,3 +73,27 @@ def test_the_other_rows_finish_when_one_client_leaves(tiny_server):
         t.join()
     assert [r.usage.completion_tokens for r in results] == [40, 40, 40]
     assert len({r.choices[0].text for r in results}) == 1
+
+
+def test_a_stream_left_before_its_first_event_still_frees_its_slot():
+    """Starlette may cancel a streaming response before its generator ever ran (the client left at
+    once): the cleanup (free the row, release the admission slot) must run anyway."""
+    import asyncio
+
+    from skillsoup.serve.app import _EventResponse
+
+    calls = []
+
+    async def never():
+        await asyncio.sleep(3600)
+        yield "data: {}\n\n"
+
+    async def receive():
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        pass
+
+    response = _EventResponse(never(), cleanup=lambda: calls.append("cleaned"))
+    asyncio.run(response({"type": "http", "asgi": {"spec_version": "2.3"}}, receive, send))
+    assert calls == ["cleaned"]

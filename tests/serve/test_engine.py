@@ -9,7 +9,7 @@ import threading
 import time
 
 import pytest
-from conftest import QUERIES
+from serve_helpers import QUERIES
 
 from skillsoup import SkillSoup
 from skillsoup.errors import StateMismatchError

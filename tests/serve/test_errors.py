@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 import openai
 import pytest
-from conftest import API_KEY, copy_registry, serve_soup, stop
+from serve_helpers import API_KEY, copy_registry, serve_soup, stop
 
 from skillsoup.serve.protocol import Limits
 

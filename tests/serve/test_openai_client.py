@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from conftest import DEMO_SKILLS, QUERIES
+from serve_helpers import DEMO_SKILLS, QUERIES
 
 
 def _chat(client, query, model="skillsoup", **kw):
