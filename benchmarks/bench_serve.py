@@ -4,10 +4,11 @@ and 32 concurrent clients, against one client at a time, on the demo model on th
     python benchmarks/bench_serve.py                        # demo model, the bundled demo skills, MiniLM routing
     python benchmarks/bench_serve.py --registry DIR --levels 1,8,32 --per-client 8 --prefill steps
 
-Each client sends streamed chat requests one after another (routed queries drawn from the demo
-skills' held-out inputs, greedy, max_tokens 64); time to first token (TTFT) runs from sending a
-request to its first text chunk; tokens are each answer's usage. The server runs in its own process
-(``skillsoup serve``, one torch thread), as a user starts it; the clients are one asyncio loop here.
+Each client sends streamed chat requests one after another (queries drawn from the demo skills'
+held-out inputs, routed, or pinned to their skill with --pinned; greedy, max_tokens 64); time to
+first token (TTFT) runs from sending a request to its first text chunk; tokens are each answer's
+usage. The server runs in its own process (``skillsoup serve``, one torch thread), as a user
+starts it; the clients are one asyncio loop here.
 Goal (issue 16): 32 clients >= 6x the tokens/s of one client at a time, p95 TTFT <= 1 s. The
 load average is printed beside the table: numbers from a busy machine are slower, ratios less so.
 """
@@ -44,14 +45,14 @@ def build_registry(path: Path, embedder: str | None, names: list[str] | None) ->
     return path
 
 
-def queries_for(registry: Path, n_per_skill: int = 12) -> list[str]:
-    """Held-out inputs of the demo skills in the registry, interleaved."""
+def queries_for(registry: Path, n_per_skill: int = 50) -> list[tuple[str, str]]:
+    """(held-out input, its skill) of the demo skills in the registry, interleaved."""
     from skillsoup.demo import corpus
     from skillsoup.registry import SkillRegistry
 
     with SkillRegistry.open(registry) as reg:
         names = [n for n in reg.names() if n in corpus.SKILLS_BY_NAME]
-    per_skill = [corpus.sample_inputs(n, n_per_skill, split="heldout") for n in names]
+    per_skill = [[(q, n) for q in corpus.sample_inputs(n, n_per_skill, split="heldout")] for n in names]
     return [q for group in zip(*per_skill) for q in group]
 
 
@@ -72,7 +73,8 @@ class Server:
             from skillsoup.serve.engine import EngineConfig
             from skillsoup.serve.server import ServeOptions, ServerThread, build_local, open_soup
 
-            options = ServeOptions(registry=registry, model=model, engine=EngineConfig(max_batch=max_batch, prefill=prefill))
+            engine = EngineConfig(max_batch=max_batch, prefill=prefill)
+            options = ServeOptions(registry=registry, model=model, engine=engine)
             self._soup = open_soup(options)
             app, _ = build_local(self._soup, options, on_close=self._soup.close)
             self._thread = ServerThread(app, port=self.port).start()
@@ -115,9 +117,10 @@ class Server:
             self._proc.wait(60)
 
 
-async def _one(client, url: str, query: str, max_tokens: int) -> tuple[float, float, int]:
-    """(TTFT s, latency s, completion tokens) of one streamed request."""
-    body = {"model": "skillsoup", "messages": [{"role": "user", "content": query}], "max_tokens": max_tokens,
+async def _one(client, url: str, query: tuple[str, str], max_tokens: int, pinned: bool) -> tuple[float, float, int]:
+    """(TTFT s, latency s, completion tokens) of one streamed request: routed, or pinned to its skill."""
+    model = f"skillsoup/{query[1]}" if pinned else "skillsoup"
+    body = {"model": model, "messages": [{"role": "user", "content": query[0]}], "max_tokens": max_tokens,
             "stream": True, "stream_options": {"include_usage": True}}
     t0 = time.perf_counter()
     ttft, tokens = None, 0
@@ -138,8 +141,8 @@ async def _one(client, url: str, query: str, max_tokens: int) -> tuple[float, fl
     return (ttft if ttft is not None else latency), latency, tokens
 
 
-async def run_level(url: str, clients: int, queries: list[str], n_requests: int, max_tokens: int,
-                    start: int = 0) -> dict:
+async def run_level(url: str, clients: int, queries: list[tuple[str, str]], n_requests: int, max_tokens: int,
+                    start: int = 0, pinned: bool = False) -> dict:
     import httpx
 
     order = [queries[(start + i) % len(queries)] for i in range(n_requests)]
@@ -149,7 +152,7 @@ async def run_level(url: str, clients: int, queries: list[str], n_requests: int,
     async with httpx.AsyncClient(timeout=300, limits=limits) as client:
         async def worker(mine: list[str]) -> None:
             for query in mine:
-                results.append(await _one(client, url, query, max_tokens))
+                results.append(await _one(client, url, query, max_tokens, pinned))
 
         t0 = time.perf_counter()
         await asyncio.gather(*(worker(mine) for mine in per_client))
@@ -178,6 +181,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--max-batch", type=int, default=32)
     ap.add_argument("--prefill", default="auto", choices=["auto", "parallel", "steps"])
+    ap.add_argument("--pinned", action="store_true", help="pin each query's skill (skillsoup/<skill>): no routing")
+    ap.add_argument("--rounds", type=int, default=1, help="run every level this many times, interleaved; medians")
     ap.add_argument("--in-process", action="store_true", help="serve from a thread of this process (smoke test)")
     args = ap.parse_args(argv)
 
@@ -187,32 +192,36 @@ def main(argv: list[str] | None = None) -> list[dict]:
                                                    args.skills.split(",") if args.skills else None)
         queries = queries_for(registry)
         server = Server(registry, args.model, args.max_batch, args.prefill, args.in_process)
-        rows = []
+        levels = [int(x) for x in args.levels.split(",")]
+        runs: dict[int, list[dict]] = {c: [] for c in levels}
         try:
             asyncio.run(run_level(server.url, 1, queries, min(4, len(queries)), args.max_tokens))  # warm up
             start = 4
-            for clients in [int(x) for x in args.levels.split(",")]:
-                before = server.engine_counters()
-                n = max(clients * args.per_client, args.min_requests)
-                row = asyncio.run(run_level(server.url, clients, queries, n, args.max_tokens, start))
-                start += n  # each level asks queries the others did not
-                after = server.engine_counters()
-                steps = after["skillsoup_engine_steps_total"] - before["skillsoup_engine_steps_total"]
-                row_steps = after["skillsoup_engine_row_steps_total"] - before["skillsoup_engine_row_steps_total"]
-                row["mean_batch"] = row_steps / steps if steps else 0.0
-                rows.append(row)
+            for _ in range(args.rounds):  # interleaved, so a busy minute on a shared machine hits every level
+                for clients in levels:
+                    before = server.engine_counters()
+                    n = max(clients * args.per_client, args.min_requests)
+                    row = asyncio.run(run_level(server.url, clients, queries, n, args.max_tokens, start, args.pinned))
+                    start += n  # each run asks new queries (until the pool of held-out ones wraps around)
+                    after = server.engine_counters()
+                    steps = after["skillsoup_engine_steps_total"] - before["skillsoup_engine_steps_total"]
+                    row_steps = after["skillsoup_engine_row_steps_total"] - before["skillsoup_engine_row_steps_total"]
+                    row["mean_batch"] = row_steps / steps if steps else 0.0
+                    runs[clients].append(row)
         finally:
             server.stop()
+        rows = [{k: statistics.median(r[k] for r in runs[c]) for k in runs[c][0]} for c in levels]
     load_after = os.getloadavg()
     base = rows[0]["tok_s"] if rows and rows[0]["clients"] == 1 else None
     print(f"skillsoup serve on {os.cpu_count()} CPUs, prefill {args.prefill}, max batch {args.max_batch}, "
-          f"max_tokens {args.max_tokens}, {len(queries)} routed demo queries")
+          f"max_tokens {args.max_tokens}, {len(queries)} {'pinned' if args.pinned else 'routed'} demo queries, "
+          f"median of {args.rounds} round(s)")
     print("| clients | requests | req/s | tokens/s | x one at a time | TTFT p50 ms | TTFT p95 ms | latency p50 ms "
           "| tokens/answer | mean batch |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         ratio = f"{r['tok_s'] / base:.1f}x" if base else "-"
-        print(f"| {r['clients']} | {r['requests']} | {r['req_s']:.1f} | {r['tok_s']:.0f} | {ratio} | "
+        print(f"| {r['clients']:.0f} | {r['requests']:.0f} | {r['req_s']:.1f} | {r['tok_s']:.0f} | {ratio} | "
               f"{r['ttft_p50_ms']:.0f} | {r['ttft_p95_ms']:.0f} | {r['latency_p50_ms']:.0f} | "
               f"{r['tokens_per_answer']:.1f} | {r['mean_batch']:.1f} |")
     print(f"load average (1, 5, 15 min): before {_load(load_before)}, after {_load(load_after)}; "

@@ -322,8 +322,8 @@ class Engine:
         end = time.monotonic()
         job = row.job
         p = job.prepared
-        timings = {"route_ms": p.plan.route_ms, "load_mix_ms": p.load_mix_ms, "queue_ms": _ms(job.submitted, row.admitted),
-                   "prefill_ms": row.prefill_ms, "first_token_ms": _ms(row.admitted, row.first or end),
+        timings = {"route_ms": p.plan.route_ms, "load_mix_ms": p.load_mix_ms,
+                   "queue_ms": _ms(job.submitted, row.admitted), "prefill_ms": row.prefill_ms, "first_token_ms": _ms(row.admitted, row.first or end),
                    "total_ms": _ms(job.submitted, end)}
         _tell(job, Done(reason, len(p.prompt_ids), row.n, timings))
 

@@ -62,8 +62,8 @@ def server_error(message: str) -> APIError:
 
 
 def model_not_found(model: str) -> APIError:
-    return APIError(404, f"the model {model!r} does not exist; GET /v1/models lists 'skillsoup' and 'skillsoup/<skill>'",
-                    code="model_not_found", param="model")
+    message = f"the model {model!r} does not exist; GET /v1/models lists 'skillsoup' and 'skillsoup/<skill>'"
+    return APIError(404, message, code="model_not_found", param="model")
 
 
 def from_library_error(exc: SkillsoupError) -> APIError:

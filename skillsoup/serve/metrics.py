@@ -37,7 +37,8 @@ class Metrics:
     def __init__(self, snapshot: Callable[[], dict]):
         disable_created_metrics()  # the *_created series only repeat the start time
         self.registry = CollectorRegistry(auto_describe=True)
-        self.requests = Counter("skillsoup_requests", "answered requests", ["endpoint", "status"], registry=self.registry)
+        self.requests = Counter("skillsoup_requests", "answered requests", ["endpoint", "status"],
+                                registry=self.registry)
         self.duration = Histogram("skillsoup_request_duration_seconds", "arrival to last byte", ["endpoint"],
                                   buckets=_LATENCY_BUCKETS, registry=self.registry)
         self.ttft = Histogram("skillsoup_time_to_first_token_seconds", "arrival to first text", ["endpoint"],

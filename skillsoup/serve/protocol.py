@@ -163,7 +163,8 @@ def spec_of(request: ChatRequest | CompletionRequest, limits: Limits) -> Request
     try:
         query = check_query(query)
     except RoutingError as exc:
-        raise (too_large if len(query) > MAX_QUERY_CHARS else invalid)(str(exc), "messages" if ignored >= 0 else "prompt") from None
+        refuse = too_large if len(query) > MAX_QUERY_CHARS else invalid
+        raise refuse(str(exc), "messages" if ignored >= 0 else "prompt") from None
     skills = request.skills
     routing, router = True, request.router or "text"
     if request.model.startswith(MODEL + "/"):

@@ -101,7 +101,8 @@ class SkillSoupReplica:
         await self.hold_skill(serve.get_multiplexed_model_id())
         loop = asyncio.get_running_loop()
         try:
-            prepared = await loop.run_in_executor(self._preparer, prepare_call(self.soup, Plan.from_dict(plan), request))
+            prepare = prepare_call(self.soup, Plan.from_dict(plan), request)
+            prepared = await loop.run_in_executor(self._preparer, prepare)
         except SkillsoupError as exc:
             error = from_library_error(exc)
             yield {"kind": "rejected", "status": error.status, "error": error.body()["error"]}
