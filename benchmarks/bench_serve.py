@@ -10,7 +10,8 @@ first token (TTFT) runs from sending a request to its first text chunk; tokens a
 usage. The server runs in its own process (``skillsoup serve``, one torch thread), as a user
 starts it; the clients are one asyncio loop here.
 Goal (issue 16): 32 clients >= 6x the tokens/s of one client at a time, p95 TTFT <= 1 s. The
-load average is printed beside the table: numbers from a busy machine are slower, ratios less so.
+load average is printed beside the table, and the CPU the server process got (server cores) and
+spent per request: on a busy machine the first is small and every number is a floor.
 """
 
 from __future__ import annotations
@@ -109,6 +110,16 @@ class Server:
                 out[name] = float(value)
         return out
 
+    def cpu_seconds(self) -> float | None:
+        """User + system CPU time of the server process so far (Linux /proc); None in-process."""
+        if self._proc is None:
+            return None
+        try:
+            fields = Path(f"/proc/{self._proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         if self._thread is not None:
             self._thread.stop()
@@ -199,7 +210,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             start = 4
             for _ in range(args.rounds):  # interleaved, so a busy minute on a shared machine hits every level
                 for clients in levels:
-                    before = server.engine_counters()
+                    before, cpu_before = server.engine_counters(), server.cpu_seconds()
                     n = max(clients * args.per_client, args.min_requests)
                     row = asyncio.run(run_level(server.url, clients, queries, n, args.max_tokens, start, args.pinned))
                     start += n  # each run asks new queries (until the pool of held-out ones wraps around)
@@ -207,6 +218,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     steps = after["skillsoup_engine_steps_total"] - before["skillsoup_engine_steps_total"]
                     row_steps = after["skillsoup_engine_row_steps_total"] - before["skillsoup_engine_row_steps_total"]
                     row["mean_batch"] = row_steps / steps if steps else 0.0
+                    cpu = server.cpu_seconds() - cpu_before if cpu_before is not None else float("nan")
+                    row["cpu_ms_per_request"] = 1000 * cpu / row["requests"]
+                    row["server_cores"] = cpu / row["seconds"]
                     runs[clients].append(row)
         finally:
             server.stop()
@@ -217,13 +231,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
           f"max_tokens {args.max_tokens}, {len(queries)} {'pinned' if args.pinned else 'routed'} demo queries, "
           f"median of {args.rounds} round(s)")
     print("| clients | requests | req/s | tokens/s | x one at a time | TTFT p50 ms | TTFT p95 ms | latency p50 ms "
-          "| tokens/answer | mean batch |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| tokens/answer | mean batch | server CPU ms/request | server cores |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         ratio = f"{r['tok_s'] / base:.1f}x" if base else "-"
         print(f"| {r['clients']:.0f} | {r['requests']:.0f} | {r['req_s']:.1f} | {r['tok_s']:.0f} | {ratio} | "
               f"{r['ttft_p50_ms']:.0f} | {r['ttft_p95_ms']:.0f} | {r['latency_p50_ms']:.0f} | "
-              f"{r['tokens_per_answer']:.1f} | {r['mean_batch']:.1f} |")
+              f"{r['tokens_per_answer']:.1f} | {r['mean_batch']:.1f} | {r['cpu_ms_per_request']:.0f} | "
+              f"{r['server_cores']:.2f} |")
     print(f"load average (1, 5, 15 min): before {_load(load_before)}, after {_load(load_after)}; "
           "on a shared machine re-run quietly before quoting absolute numbers")
     return rows
