@@ -29,7 +29,7 @@ from typing import AsyncIterator, Callable
 from skillsoup.runtime import Plan, Prepared, SkillSoup
 from skillsoup.serve.engine import Engine, EngineConfig, Job
 from skillsoup.serve.events import Done, Event, Failed
-from skillsoup.serve.errors import busy
+from skillsoup.serve.errors import busy, timed_out
 from skillsoup.serve.protocol import RequestSpec
 
 log = logging.getLogger(__name__)
@@ -102,6 +102,15 @@ def deadline_of(spec: RequestSpec, timeout_s: float) -> float:
     return spec.arrived + timeout_s
 
 
+async def within(spec: RequestSpec, timeout_s: float, awaitable):
+    """``awaitable``'s result, or 504 once the request's time is up (routing or loading a state can
+    hang on an unreachable Chroma server)."""
+    try:
+        return await asyncio.wait_for(awaitable, max(0.0, deadline_of(spec, timeout_s) - time.monotonic()))
+    except asyncio.TimeoutError:
+        raise timed_out("the request ran past the server's time limit while routing or loading states") from None
+
+
 class Planner:
     """Plans requests on its own thread, in batches: text-routed queries that wait together are
     embedded in one call (``Router.route_many``); pinned and other requests are planned one by one."""
@@ -139,7 +148,13 @@ class Planner:
                     break
                 batch.append(more)
             self.batches += 1
-            self._plan_batch(batch)
+            try:
+                self._plan_batch(batch)
+            except Exception as exc:  # the thread must live on: whoever waits hears why
+                log.exception("planning a batch failed")
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
 
     def _plan_batch(self, batch: list) -> None:
         routed: dict[int | None, list] = defaultdict(list)
@@ -196,8 +211,9 @@ class LocalBackend:
 
     async def start(self, spec: RequestSpec, restartable: bool = False) -> Started:
         loop = asyncio.get_running_loop()
-        plan = await asyncio.wrap_future(self.planner.plan(spec))
-        prepared = await loop.run_in_executor(self._preparer, prepare_call(self.soup, plan, spec.prepare_options()))
+        plan = await within(spec, self.timeout_s, asyncio.wrap_future(self.planner.plan(spec)))
+        prepare = prepare_call(self.soup, plan, spec.prepare_options())
+        prepared = await within(spec, self.timeout_s, loop.run_in_executor(self._preparer, prepare))
         stream = EventStream(loop)
         stream.job = self.engine.submit(prepared, deadline_of(spec, self.timeout_s), stream.emit)
         return Started(plan, aiter(stream), stream.cancel)

@@ -36,15 +36,17 @@ try:
 except ImportError as exc:  # pragma: no cover - the ray extra is part of dev
     raise ServeError(f"Ray Serve is not installed ({exc}); pip install 'skillsoup[ray]'") from None
 
+from skillsoup.registry import AddResult
 from skillsoup.routing import SkillMatch
 from skillsoup.runtime import Plan, SkillSoup
 from skillsoup.serve.app import build_app
-from skillsoup.serve.backend import Admission, EventStream, Planner, Started, counters, prepare_call
+from skillsoup.serve.backend import Admission, EventStream, Planner, Started, counters, prepare_call, within
 from skillsoup.serve.engine import Engine, EngineConfig
 from skillsoup.serve.events import Done, Failed, event_dict, event_from_dict
 from skillsoup.serve.errors import APIError, from_library_error, server_error
 from skillsoup.serve.protocol import Limits, RequestSpec
 from skillsoup.serve.server import ServeOptions, open_soup, torch_threads, warm_up
+from skillsoup.skills import dump_skill_yaml, parse_skills
 
 log = logging.getLogger(__name__)
 
@@ -119,10 +121,13 @@ class SkillSoupReplica:
         finally:
             stream.cancel()
 
-    async def add_skills(self, skills: list, replace: bool) -> list:
-        """Capture and add skills (the front has no model); the index is shared, so every replica sees them."""
+    async def add_skills(self, skill_yaml: list[str], replace: bool) -> list[dict]:
+        """Capture and add skills sent as YAML text (the front has no model); the index is shared, so
+        every replica sees them."""
+        skills = [s for text in skill_yaml for s in parse_skills(text, "yaml", source="<request>")]
         add = partial(self.soup.registry.add, skills, self.soup.model, replace=replace)
-        return await asyncio.get_running_loop().run_in_executor(self._preparer, add)
+        results = await asyncio.get_running_loop().run_in_executor(self._preparer, add)
+        return [dataclasses.asdict(r) for r in results]
 
     def snapshot(self) -> dict:
         return counters(self.engine, self.soup)
@@ -144,7 +149,7 @@ class RayBackend:
         self._stats: dict[str, dict] = {}  # latest counters each replica reported
 
     async def start(self, spec: RequestSpec, restartable: bool = False) -> Started:
-        plan = await asyncio.wrap_future(self.planner.plan(spec))
+        plan = await within(spec, self.options.limits.timeout_s, asyncio.wrap_future(self.planner.plan(spec)))
         key = plan.matches[0].name if plan.matches else NO_SKILL
         request = spec.prepare_options()
         holder = {"gen": None}
@@ -205,7 +210,10 @@ class RayBackend:
         return await self.run_blocking(self.soup.registry.names)
 
     async def add_skills(self, skills: list, replace: bool) -> list:
-        return await self.replica.options(multiplexed_model_id=NO_SKILL).add_skills.remote(skills, replace)
+        """Sent to a replica (it has the model) as skill-file text: plain values cross the wire."""
+        texts = [dump_skill_yaml(s) for s in skills]
+        results = await self.replica.options(multiplexed_model_id=NO_SKILL).add_skills.remote(texts, replace)
+        return [AddResult(**r) for r in results]
 
     async def remove_skill(self, name: str) -> list[str]:
         return await self.run_blocking(partial(self.soup.registry.remove, name))

@@ -18,6 +18,7 @@ import openai
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "registry"))
+from serve_helpers import API_KEY  # noqa: E402
 from synthetic import TOPICS, make_skills  # noqa: E402
 from test_registry_chroma_server import chroma_url  # noqa: E402, F401  (the Chroma server fixture)
 
@@ -25,6 +26,7 @@ from test_registry_chroma_server import chroma_url  # noqa: E402, F401  (the Chr
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 ray = pytest.importorskip("ray")
 SKILLS = list(TOPICS)[:6]
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
 
 
 def _queries(n_per_skill: int, seed: int) -> list[str]:
@@ -56,7 +58,7 @@ def ray_server(chroma_url, tmp_path_factory, tiny_model, mamba_dir):  # noqa: F8
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         options = ServeOptions(model=str(mamba_dir), registry=registry, chroma_url=chroma_url, threads=1,
-                               limits=Limits(max_tokens=64))
+                               limits=Limits(max_tokens=64), api_key=API_KEY, admin=True)
         serve.run(application(options, replicas=2, replica_cpus=1), name=APP_NAME, route_prefix="/")
         yield f"http://127.0.0.1:{port}"
     finally:
@@ -79,8 +81,9 @@ def _replicas_by_skill(fields: list[dict]) -> dict[str, set[str]]:
 
 
 def test_each_skill_stays_on_one_replica(ray_server):
-    client = openai.OpenAI(base_url=ray_server + "/v1", api_key="unused", max_retries=0, timeout=120)
+    client = openai.OpenAI(base_url=ray_server + "/v1", api_key=API_KEY, max_retries=0, timeout=120)
     assert httpx.get(ray_server + "/health").json()["backend"] == "ray"
+    assert httpx.get(ray_server + "/v1/models").status_code == 401  # the key guards the front
     for query in _queries(1, seed=0):  # warm-up: each skill lands on the replica holding fewest skills
         _ask(client, query)
         time.sleep(0.5)  # the replica reports the skill it now holds to Serve's routers
@@ -92,12 +95,25 @@ def test_each_skill_stays_on_one_replica(ray_server):
     assert {name for name in served if name} >= set(SKILLS[:4])
     assert all(len(replicas) == 1 for replicas in served.values()), served
     assert len(set().union(*served.values())) == 2  # both replicas work
-    metrics = httpx.get(ray_server + "/metrics").text
+    metrics = httpx.get(ray_server + "/metrics", headers=AUTH).text
     assert "skillsoup_state_cache_hits_total" in metrics and 'status="200"' in metrics
 
 
+def test_a_skill_added_over_http_is_captured_by_a_replica(ray_server):
+    from skillsoup.skills import dump_skill_yaml
+
+    skill = next(s for s in make_skills() if s.name not in SKILLS)
+    added = httpx.post(ray_server + "/v1/skills", json={"format": "yaml", "content": dump_skill_yaml(skill)},
+                       headers=AUTH, timeout=120)
+    assert added.status_code == 200 and added.json()["data"][0]["status"] == "added"
+    client = openai.OpenAI(base_url=ray_server + "/v1", api_key=API_KEY, max_retries=0, timeout=120)
+    reply = client.chat.completions.create(model=f"skillsoup/{skill.name}", max_tokens=4,
+                                           messages=[{"role": "user", "content": "anything"}])
+    assert reply.skillsoup["skills"][0]["name"] == skill.name and reply.usage.completion_tokens == 4
+
+
 def test_no_request_is_lost_when_a_replica_dies(ray_server):
-    client = openai.OpenAI(base_url=ray_server + "/v1", api_key="unused", max_retries=0, timeout=120)
+    client = openai.OpenAI(base_url=ray_server + "/v1", api_key=API_KEY, max_retries=0, timeout=120)
     queries = _queries(10, seed=2)
     done, fields, errors = threading.Semaphore(0), [], []
 
@@ -118,6 +134,6 @@ def test_no_request_is_lost_when_a_replica_dies(ray_server):
                    if "SkillSoupReplica" in a["name"]]
         ray.kill(ray.get_actor(victims[0]["name"], namespace=victims[0]["namespace"]), no_restart=True)
     assert errors == [] and len(fields) == 60
-    retries = [line for line in httpx.get(ray_server + "/metrics").text.splitlines()
+    retries = [line for line in httpx.get(ray_server + "/metrics", headers=AUTH).text.splitlines()
                if line.startswith("skillsoup_replica_retries_total")]
     assert retries and float(retries[0].split()[1]) >= 1, "requests in flight on the dead replica were sent again"
