@@ -61,6 +61,10 @@ class RoutingError(SkillsoupError):
     """A query or router option is invalid."""
 
 
+class UnknownSkillError(RoutingError):
+    """A skill named in a request (pinned) is not in the registry."""
+
+
 class PolicyError(RoutingError):
     """An aggregation policy name or router parameter is not valid."""
 
@@ -79,3 +83,7 @@ class ICLEvalError(SkillsoupError):
 
 class PlotUnavailableError(ICLEvalError):
     """A plot was asked for but matplotlib is not installed."""
+
+
+class ServeError(SkillsoupError):
+    """The server's settings are unsafe or invalid (e.g. a public address without an API key)."""

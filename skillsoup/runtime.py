@@ -7,6 +7,13 @@
         print(piece, end="")
     stream.answer                                 # the Answer, once the stream is exhausted
 
+    plan = soup.plan("...")                       # routing only: which skills, with weights
+    prepared = soup.prepare(plan)                 # their state, the prompt's ids, stops: nothing decoded
+
+``stream`` is ``plan`` + ``prepare`` + decoding; a server that decodes many requests together
+(``skillsoup.serve``) calls the first two and batches the rest, so both read the same prompt from the
+same state.
+
 The query is rendered with the top-weighted skill's template (``Skill.render_query``), so the model
 reads it in the format its demonstrations taught, and the answer ends at that template's
 ``stop_strings()``. With no skill the default template is used and the model starts from its
@@ -30,12 +37,13 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
-from skillsoup.errors import GenerationError, MixError, RoutingError
-from skillsoup.models.generation import StopDecoder, check_generation_options
+from skillsoup.errors import GenerationError, MixError, RoutingError, UnknownSkillError
+from skillsoup.models.generation import StopDecoder, check_generation_options, eos_ids
 from skillsoup.routing.router import Router, SkillMatch, check_query
 from skillsoup.skills.skill import DEFAULT_TEMPLATE, Skill
 from skillsoup.states.cache import DEFAULT_BUDGET, StateCache
 from skillsoup.states.mixing import CONV_POLICIES, KV_POLICIES, mix, parse_layers
+from skillsoup.states.state import SkillState
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +77,68 @@ class Answer:
                 "pinned": self.pinned, "stopped": self.stopped, "truncated": self.truncated}
 
 
+@dataclass(frozen=True)
+class Plan:
+    """Which skills answer a query (routed or pinned), before any state is loaded: plain values, so
+    a server's front can route and send the plan to the process that holds the states."""
+
+    query: str
+    matches: tuple[SkillMatch, ...]  # empty: no skill is used
+    pinned: bool = False
+    route_ms: float = 0.0
+
+    def to_dict(self) -> dict:
+        return {"query": self.query, "matches": [asdict(m) for m in self.matches], "pinned": self.pinned,
+                "route_ms": self.route_ms}
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> Plan:
+        return cls(str(data["query"]), tuple(SkillMatch(**m) for m in data["matches"]), bool(data["pinned"]),
+                   float(data.get("route_ms", 0.0)))
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A request ready to decode, nothing generated yet: the prompt's token ids, the state they are
+    read from (the plan's skills, mixed), where the answer ends, and the sampling options.
+    :meth:`SkillSoup.stream` decodes one; a batching server decodes many together."""
+
+    plan: Plan
+    prompt_ids: tuple[int, ...]
+    state: SkillState
+    stop: tuple[str, ...]  # the template's stop strings, then any extra ones
+    stop_ids: tuple[int, ...]  # token ids that end the answer (EOS)
+    max_new_tokens: int = 64
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+    load_mix_ms: float = 0.0
+
+    def sampling(self) -> dict:
+        return {"max_new_tokens": self.max_new_tokens, "temperature": self.temperature, "top_p": self.top_p,
+                "seed": self.seed}
+
+
+class AnswerText:
+    """An answer's text as its pieces arrive. The space a template puts after its label
+    ("Output: ") is not part of the answer: ``add`` drops it and returns what to show ('' for none)."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+
+    def add(self, piece: str) -> str:
+        if not self.parts:
+            piece = piece.lstrip(" \t")
+            if not piece:
+                return ""
+        self.parts.append(piece)
+        return piece
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+
 class Stream:
     """Text pieces of one answer. ``matches`` is known at once; ``answer`` once the pieces are read
     to the end (or after ``close()``, which stops generating)."""
@@ -80,19 +150,16 @@ class Stream:
         self._pieces = pieces
         self._timings = timings
         self._ending = ending if ending is not None else {}  # {"truncated": bool}, set by the generator
-        self._text: list[str] = []
+        self._text = AnswerText()
         self._answer: Answer | None = None
 
     def __iter__(self) -> Iterator[str]:
         if self._answer is not None:
             return
         for piece in self._pieces:
-            if not self._text:  # the space a template puts after its label ("Output: ") is not the answer
-                piece = piece.lstrip(" \t")
-                if not piece:
-                    continue
-            self._text.append(piece)
-            yield piece
+            piece = self._text.add(piece)
+            if piece:
+                yield piece
         self._finish(stopped=False)
 
     def read(self) -> Answer:
@@ -109,7 +176,7 @@ class Stream:
     def _finish(self, stopped: bool) -> None:
         if self._answer is None:
             truncated = self._ending.get("truncated", False) and not stopped
-            self._answer = Answer("".join(self._text), self.matches, Timings(**self._timings), self.pinned, stopped,
+            self._answer = Answer(self._text.text, self.matches, Timings(**self._timings), self.pinned, stopped,
                                   truncated)
 
     @property
@@ -122,6 +189,7 @@ class Stream:
 class SkillSoup:
     def __init__(self, registry, model, router: Router | None = None, cache_bytes: int = DEFAULT_BUDGET,
                  owns_registry: bool = False):
+        """``model`` None makes a soup that only plans (routes and pins): a server's front."""
         self.registry = registry
         self.model = model
         self.router = router or Router(registry, model)
@@ -182,13 +250,20 @@ class SkillSoup:
         top skill), and stream the answer. Routing and loading happen now, so their errors
         surface here; generation happens as the stream is read."""
         query = check_query(query)
-        if mix not in MIX_MODES:
-            raise MixError(f"unknown mixing mode {mix!r}; choose one of {', '.join(MIX_MODES)}")
-        if kv not in KV_MODES:
-            raise MixError(f"unknown kv policy {kv!r}; choose one of {', '.join(KV_MODES)}")
-        check_generation_options(max_new_tokens, temperature, top_p, None, seed)
-        if isinstance(layers, str):
-            layers = parse_layers(layers, self.model.num_layers)
+        sampling = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
+        self._check_options(mix, kv, layers, sampling)  # before routing: a bad option costs nothing
+        plan = self.plan(query, skills=skills, routing=routing, router=router, top_k=top_k, examples=examples)
+        prepared = self.prepare(plan, mix=mix, kv=kv, layers=layers, **sampling)
+        timings = {"route_ms": plan.route_ms, "load_mix_ms": prepared.load_mix_ms}
+        ending: dict = {}
+        return Stream(plan.matches, plan.pinned, self._generate(prepared, timings, ending), timings, ending)
+
+    def plan(self, query: str, *, skills: Mapping[str, float] | Sequence[str] | None = None, routing: bool = True,
+             router: str = "text", top_k: int | None = None,
+             examples: Sequence[tuple[str, str]] | None = None) -> Plan:
+        """Which skills answer ``query``: ``skills`` pinned (as for :meth:`stream`), else routed
+        (unless ``routing`` is off: no skill)."""
+        query = check_query(query)
         t0 = time.perf_counter()
         pinned = skills is not None
         if pinned:
@@ -197,15 +272,38 @@ class SkillSoup:
             matches = tuple(self.router.route(query, top_k=top_k, router=router, examples=examples))
         else:
             matches = ()
-        t1 = time.perf_counter()
-        state, template = self.state_for(matches, mix, layers, kv)
-        t2 = time.perf_counter()
-        timings = {"route_ms": (t1 - t0) * 1000 if not pinned and routing else 0.0, "load_mix_ms": (t2 - t1) * 1000}
-        ending: dict = {}
-        pieces = self._generate(template.render_query(query), state, template.stop_strings(), timings,
-                                dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed),
-                                ending)
-        return Stream(matches, pinned, pieces, timings, ending)
+        route_ms = (time.perf_counter() - t0) * 1000 if not pinned and routing else 0.0
+        return Plan(query, matches, pinned, route_ms)
+
+    def prepare(self, plan: Plan, *, mix: str = "mix", kv: str = "top", layers: str | Sequence[int] | None = None,
+                max_new_tokens: int = 64, temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
+                stop: Sequence[str] = ()) -> Prepared:
+        """The plan's skills' state (mixed, cached), the query rendered with the top skill's
+        template and encoded, and its stop strings (``stop`` adds more): all a decoder needs."""
+        sampling = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
+        layers = self._check_options(mix, kv, layers, sampling)
+        if isinstance(stop, str) or not all(isinstance(s, str) and s for s in stop):
+            raise GenerationError(f"stop must be a list of non-empty strings, got {stop!r}")
+        if self.model is None:
+            raise GenerationError("this SkillSoup only plans (it has no model); give it a model to answer")
+        t0 = time.perf_counter()
+        state, template = self.state_for(plan.matches, mix, layers, kv)
+        load_mix_ms = (time.perf_counter() - t0) * 1000
+        ids = self.model.encode(template.render_query(plan.query))
+        stops = tuple(dict.fromkeys([*template.stop_strings(), *stop]))
+        return Prepared(plan, tuple(ids), state, stops, eos_ids(self.model), load_mix_ms=load_mix_ms, **sampling)
+
+    def _check_options(self, mix: str, kv: str, layers, sampling: dict):
+        """Mixing policies, sampling options and layers, checked; returns the layers as indices (or None)."""
+        if mix not in MIX_MODES:
+            raise MixError(f"unknown mixing mode {mix!r}; choose one of {', '.join(MIX_MODES)}")
+        if kv not in KV_MODES:
+            raise MixError(f"unknown kv policy {kv!r}; choose one of {', '.join(KV_MODES)}")
+        check_generation_options(sampling["max_new_tokens"], sampling["temperature"], sampling["top_p"], None,
+                                 sampling["seed"])
+        if isinstance(layers, str):
+            return parse_layers(layers, self.model.num_layers if self.model is not None else None)
+        return layers
 
     def _pinned(self, skills) -> tuple[SkillMatch, ...]:
         if isinstance(skills, Mapping):
@@ -221,7 +319,7 @@ class SkillSoup:
             raise RoutingError(f"a skill is pinned twice in {names}; give each once")
         for name, w in pairs:
             if not isinstance(name, str) or name not in self.registry:
-                raise RoutingError(f"unknown skill {name!r}; see skillsoup skills list")
+                raise UnknownSkillError(f"unknown skill {name!r}; see skillsoup skills list")
             if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w <= 0:
                 raise RoutingError(f"the weight of skill {name!r} must be a finite number > 0, got {w!r}")
         total = float(sum(w for _, w in pairs))
@@ -235,33 +333,32 @@ class SkillSoup:
         ``kv``, only ``layers`` when given); no match = the neutral state and the default template."""
         if not matches:
             return self.model.neutral_state(), DEFAULT_SKILL
-        states, top = [], None
-        for m in matches:
-            skill = self.registry.get(m.name)
-            top = top or skill
+        states = []
+        skills = self.registry.get_many([m.name for m in matches])
+        for m, skill in zip(matches, skills):
             key = (m.name, skill.content_hash, self.model.fingerprint)
             states.append(self.cache.get(key, lambda name=m.name: self.registry.state(name, self.model)))
+        top = skills[0]
         if len(states) == 1:
             return states[0], top
         return mix(states, [m.weight for m in matches], conv=mode, layers=layers, kv=kv), top
 
-    def _generate(self, prompt: str, state, stop: list[str], timings: dict, options: dict,
-                  ending: dict | None = None) -> Iterator[str]:
+    def _generate(self, prepared: Prepared, timings: dict, ending: dict | None = None) -> Iterator[str]:
         """Prefill all prompt tokens but the last, then decode from the last one; fills ``timings``
         and ``ending["truncated"]`` (the token limit ended the answer)."""
         ending = ending if ending is not None else {}
         model = self.model
-        ids = model.encode(prompt)
+        ids, state = list(prepared.prompt_ids), prepared.state
         start = time.perf_counter()
         if len(ids) > 1:
             state = model.capture(ids[:-1], state)
         first = time.perf_counter()
         timings.update(prefill_ms=(first - start) * 1000, first_token_ms=0.0, decode_tokens_per_s=0.0, n_tokens=0)
-        decoder = StopDecoder(model, stop)
+        decoder = StopDecoder(model, prepared.stop)
         n = 0
         t_first = None
         try:
-            for token in model.generate_ids(ids[-1:], state, **options):
+            for token in model.generate_ids(ids[-1:], state, stop_ids=prepared.stop_ids, **prepared.sampling()):
                 n += 1
                 if t_first is None:
                     t_first = time.perf_counter()
@@ -272,7 +369,7 @@ class SkillSoup:
                 if done:
                     break
             else:  # no stop string: EOS, or the token limit when all of them were used
-                ending["truncated"] = n == options["max_new_tokens"] > 0
+                ending["truncated"] = n == prepared.max_new_tokens > 0
                 tail = decoder.finish()
                 if tail:
                     yield tail

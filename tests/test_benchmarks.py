@@ -75,3 +75,13 @@ def write_intent_csvs(folder: Path) -> None:
             for intent, (pattern, words) in INTENTS.items():
                 for i in picks:
                     writer.writerow([prefixes[i % 5] + pattern.format(v=words[i % 4]) + "?" * (i // 5 % 2), intent])
+
+
+def test_bench_serve_runs_on_a_tiny_load(capsys):
+    import bench_serve
+
+    rows = bench_serve.main(["--in-process", "--embedder", "hash:64", "--skills", "date-us,sentiment", "--levels", "1,2",
+                             "--per-client", "2", "--min-requests", "2", "--max-tokens", "8"])
+    out = capsys.readouterr().out
+    assert [r["clients"] for r in rows] == [1, 2] and all(r["tok_s"] > 0 and r["requests"] >= 2 for r in rows)
+    assert "| 2 | 4 |" in out and "load average" in out and "x one at a time" in out

@@ -65,6 +65,7 @@ def _register() -> None:
         demo,  # noqa: F401
         eval_icl,  # noqa: F401
         routing,  # noqa: F401
+        serve,  # noqa: F401
         skills,  # noqa: F401
     )
 

@@ -48,6 +48,12 @@ def sample(logits: torch.Tensor, temperature: float, top_p: float, top_k: int | 
     return int(torch.multinomial(probs.cpu(), 1, generator=generator))
 
 
+def eos_ids(model) -> tuple[int, ...]:
+    """The token ids that end an answer by default: the tokenizer's EOS, if it has one."""
+    eos = getattr(model.tokenizer, "eos_token_id", None) if model.tokenizer is not None else None
+    return (eos,) if eos is not None else ()
+
+
 def generate_ids(
     model, prompt, state=None, *, max_new_tokens: int = 64, temperature: float = 0.0, top_p: float = 1.0,
     top_k: int | None = None, seed: int | None = None, stop_ids: tuple[int, ...] | None = None,
@@ -58,8 +64,7 @@ def generate_ids(
     if ids.shape != (1, ids.shape[1]) or ids.shape[1] == 0:
         raise GenerationError("generate needs one non-empty prompt (a query to continue from the state)")
     if stop_ids is None:
-        eos = getattr(model.tokenizer, "eos_token_id", None) if model.tokenizer is not None else None
-        stop_ids = (eos,) if eos is not None else ()
+        stop_ids = eos_ids(model)
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     if max_new_tokens == 0:
         return

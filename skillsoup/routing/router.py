@@ -280,6 +280,16 @@ class Router:
                            self.params.state_temperature)
         return self._hybrid(self.retrieve(self.embed([query])[0]), state_hits, top_k)
 
+    def route_many(self, queries: Sequence[str], top_k: int | None = None, router: str = "text") -> list[list[SkillMatch]]:
+        """:meth:`route` for several queries at once. The text router embeds them in one batch (a
+        server's queue gains: a batch of short queries embeds in a fraction of the time one by one
+        takes); the state and hybrid routers route each in turn."""
+        queries = [check_query(q) for q in queries]
+        if router != "text" or not queries:
+            return [self.route(q, top_k=top_k, router=router) for q in queries]
+        top_k = self.params.top_k if top_k is None else check_top_k(top_k)
+        return [self.decide(self.retrieve(vector), top_k) for vector in self.embed(queries)]
+
     def embed(self, queries: Sequence[str]) -> np.ndarray:
         return self.registry.embed_texts(list(queries))
 

@@ -1,0 +1,369 @@
+"""Continuous batching: many requests decoded together, each batch row reading from its own state.
+
+    engine = Engine(model, EngineConfig(max_batch=32)).start()
+    job = engine.submit(prepared, deadline=time.monotonic() + 60, emit=callback)   # a Prepared request
+    job.cancel()            # the client went away: its row is freed before the next step
+    engine.stop()
+
+One thread owns the model. Each iteration it admits waiting requests into free rows, then runs one
+``StateModel.step`` over all rows: a row still reading its prompt feeds its next prompt token (the
+logits are dropped), a row that is answering feeds the token it sampled last. A finished, cancelled
+or timed-out row leaves the batch at once (``SkillState.rows``); a new one joins it
+(``SkillState.cat``). Rows whose states cannot be stacked (``cat`` raises StateMismatchError, e.g.
+attention caches of different lengths in a hybrid model) are stepped in separate groups.
+
+Prefill. A request reads its prompt, all tokens but the last, in one parallel ``capture`` as
+``SkillSoup.stream`` does when few rows are decoding (``parallel_prefill_below``); when the batch is
+busy it reads the prompt one token per batched step instead (chunked prefill): a parallel pass would
+stall every other row for its whole length, while one more row in a step costs the others almost
+nothing. The last prompt token always goes through a batched step, whose logits give the first answer
+token.
+
+Exactness: the same prompt from the same state, the same sampler (greedy = first argmax) and the
+same stop rules (``StopDecoder``, EOS) as ``SkillSoup.stream``. Batched steps sum in another order
+than a batch-1 step, so logits agree to about 1e-6, not bit for bit; greedy answers are the same
+unless two tokens tie that closely.
+
+``emit(event)`` is called on the engine thread with :class:`Piece` events, then one :class:`Done`
+or :class:`Failed`; a cancelled request gets nothing more.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import torch
+
+from skillsoup.errors import StateMismatchError
+from skillsoup.models.generation import StopDecoder, sample
+from skillsoup.runtime import AnswerText, Prepared
+from skillsoup.serve.events import Done, Event, Failed, Piece
+from skillsoup.states.state import SkillState
+
+log = logging.getLogger(__name__)
+
+PREFILL_MODES = ("auto", "parallel", "steps")
+
+
+# ---- settings and counters -------------------------------------------------------------------
+@dataclass(frozen=True)
+class EngineConfig:
+    max_batch: int = 32  # rows decoded together
+    prefill: str = "auto"  # "parallel", "steps", or "auto" (parallel while fewer rows than below decode)
+    parallel_prefill_below: int = 2
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_batch, int) or self.max_batch < 1:
+            raise ValueError(f"max_batch must be a positive integer, got {self.max_batch!r}")
+        if self.prefill not in PREFILL_MODES:
+            raise ValueError(f"prefill must be one of {PREFILL_MODES}, got {self.prefill!r}")
+
+
+@dataclass
+class EngineStats:
+    """Counters since start (written by the engine thread only) and the live sizes."""
+
+    steps: int = 0  # batched model steps
+    row_steps: int = 0  # rows summed over steps
+    tokens: int = 0  # answer tokens sampled, cancelled requests included
+    admitted: int = 0
+    finished: int = 0
+    cancelled: int = 0
+    timed_out: int = 0
+    failed: int = 0
+    parallel_prefills: int = 0
+    step_prefills: int = 0
+    rows: int = 0  # now decoding
+    waiting: int = 0  # now waiting for a row
+    groups: int = 0  # now stepped separately
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# ---- requests inside the engine ------------------------------------------------------------------
+class Job:
+    """A submitted request. ``cancel()`` is safe from any thread."""
+
+    def __init__(self, prepared: Prepared, deadline: float, emit: Callable[[Event], None]):
+        self.prepared = prepared
+        self.deadline = deadline
+        self.emit = emit
+        self.submitted = time.monotonic()
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class _Row:
+    def __init__(self, job: Job, model, parallel: bool, admitted: float, prefill_ms: float):
+        p = job.prepared
+        self.job = job
+        self.prompt = list(p.prompt_ids)
+        self.pos = len(self.prompt) - 1 if parallel else 0  # next prompt token to feed
+        self.last = -1  # the token sampled last (fed once the prompt is read)
+        self.decoder = StopDecoder(model, p.stop)
+        self.text = AnswerText()
+        self.generator = torch.Generator().manual_seed(p.seed) if p.seed is not None else None
+        self.n = 0
+        self.admitted = admitted
+        self.prefill_ms = prefill_ms
+        self.first: float | None = None
+        self.live = True
+
+    def next_input(self) -> int:
+        return self.prompt[self.pos] if self.pos < len(self.prompt) else self.last
+
+
+@dataclass
+class _Group:
+    """Rows whose states stack into one batch."""
+
+    state: SkillState
+    rows: list[_Row]
+
+
+# ---- the engine ----------------------------------------------------------------------------------
+class Engine:
+    def __init__(self, model, config: EngineConfig | None = None):
+        self.model = model
+        self.config = config or EngineConfig()
+        self.stats = EngineStats()
+        self._inbox: deque[Job] = deque()
+        self._cv = threading.Condition()
+        self._groups: list[_Group] = []
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+
+    def start(self) -> Engine:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="skillsoup-engine", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the thread; requests still waiting or decoding get Failed("server_error")."""
+        with self._cv:
+            self._stopping = True
+            self._cv.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def submit(self, prepared: Prepared, deadline: float, emit: Callable[[Event], None]) -> Job:
+        job = Job(prepared, deadline, emit)
+        with self._cv:
+            if self._stopping:
+                raise RuntimeError("the engine is stopped")
+            self._inbox.append(job)
+            self.stats.waiting = len(self._inbox)
+            self._cv.notify()
+        return job
+
+    # ---- the loop ------------------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            while True:
+                with self._cv:
+                    while not self._stopping and not self._inbox and not self._groups:
+                        self._cv.wait()
+                    if self._stopping:
+                        break
+                    waiting = list(self._inbox)
+                self._sweep_waiting(waiting)
+                self._admit()
+                self._sweep_rows()
+                if self._groups:
+                    self._step()
+        except BaseException:  # never die silently: every request still here is told
+            log.exception("the batching engine stopped on an unexpected error")
+            raise
+        finally:
+            self._fail_everything("the server is shutting down; retry the request")
+
+    def _admit(self) -> None:
+        while self.stats.rows < self.config.max_batch:
+            with self._cv:
+                if not self._inbox:
+                    return
+                job = self._inbox.popleft()
+                self.stats.waiting = len(self._inbox)
+            if job.cancelled:
+                self.stats.cancelled += 1
+                continue
+            if time.monotonic() > job.deadline:
+                self._timeout(job)
+                continue
+            try:
+                self._place(job)
+            except Exception as exc:  # a request that cannot start fails alone
+                log.exception("could not start a request")
+                self.stats.failed += 1
+                _tell(job, Failed("server_error", f"could not start decoding: {exc}"))
+
+    def _place(self, job: Job) -> None:
+        p = job.prepared
+        self.stats.admitted += 1
+        if p.max_new_tokens == 0:
+            self.stats.finished += 1
+            _tell(job, Done("length", len(p.prompt_ids), 0, {"queue_ms": _ms(job.submitted, time.monotonic())}))
+            return
+        mode = self.config.prefill
+        parallel = mode == "parallel" or (mode == "auto" and self.stats.rows < self.config.parallel_prefill_below)
+        state, admitted, t0 = p.state, time.monotonic(), time.perf_counter()
+        if parallel and len(p.prompt_ids) > 1:
+            state = self.model.capture(list(p.prompt_ids[:-1]), state)
+        self.stats.parallel_prefills += parallel
+        self.stats.step_prefills += not parallel
+        row = _Row(job, self.model, parallel, admitted, (time.perf_counter() - t0) * 1000 if parallel else 0.0)
+        for group in self._groups:
+            try:
+                group.state = SkillState.cat([group.state, state])
+            except StateMismatchError:
+                continue
+            group.rows.append(row)
+            break
+        else:
+            self._groups.append(_Group(SkillState.cat([state]), [row]))
+        self._count_rows()
+
+    def _sweep_waiting(self, waiting: list[Job]) -> None:
+        """Cancelled or expired requests leave the queue without waiting for a row."""
+        now = time.monotonic()
+        gone = [j for j in waiting if j.cancelled or now > j.deadline]
+        if not gone:
+            return
+        with self._cv:
+            for job in gone:
+                try:
+                    self._inbox.remove(job)
+                except ValueError:
+                    continue
+                if job.cancelled:
+                    self.stats.cancelled += 1
+                else:
+                    self._timeout(job)
+            self.stats.waiting = len(self._inbox)
+
+    def _sweep_rows(self) -> None:
+        now = time.monotonic()
+        for group in self._groups:
+            for row in group.rows:
+                if row.job.cancelled:
+                    row.live = False
+                    self.stats.cancelled += 1
+                elif now > row.job.deadline:
+                    row.live = False
+                    self._timeout(row.job)
+        self._compact()
+
+    def _step(self) -> None:
+        for group in list(self._groups):
+            tokens = [row.next_input() for row in group.rows]
+            try:
+                logits, group.state = self.model.step(tokens, group.state)
+            except Exception as exc:  # a failing step fails its rows, not the server
+                log.exception("a decoding step failed")
+                for row in group.rows:
+                    row.live = False
+                    self.stats.failed += 1
+                    _tell(row.job, Failed("server_error", f"decoding failed: {exc}"))
+                continue
+            self.stats.steps += 1
+            self.stats.row_steps += len(group.rows)
+            greedy = logits.argmax(-1).tolist()
+            for i, row in enumerate(group.rows):
+                self._advance(row, logits[i], greedy[i])
+        self._compact()
+
+    def _advance(self, row: _Row, logits: torch.Tensor, greedy_token: int) -> None:
+        if row.pos < len(row.prompt):
+            row.pos += 1
+            if row.pos < len(row.prompt):  # still reading the prompt: these logits are not used
+                return
+        p = row.job.prepared
+        token = greedy_token if p.temperature == 0 else sample(logits, p.temperature, p.top_p, None, row.generator)
+        if row.first is None:
+            row.first = time.monotonic()
+        self.stats.tokens += 1
+        if token in p.stop_ids:
+            self._finish(row, "stop", tail=True)
+            return
+        row.n += 1
+        piece, done = row.decoder.push(token)
+        self._say(row, piece)
+        if done:
+            self._finish(row, "stop", tail=False)
+        elif row.n >= p.max_new_tokens:
+            self._finish(row, "length", tail=True)
+        else:
+            row.last = token
+
+    def _say(self, row: _Row, piece: str) -> None:
+        piece = row.text.add(piece) if piece else ""
+        if piece:
+            _tell(row.job, Piece(piece))
+
+    def _finish(self, row: _Row, reason: str, tail: bool) -> None:
+        if tail:
+            self._say(row, row.decoder.finish())
+        row.live = False
+        self.stats.finished += 1
+        end = time.monotonic()
+        job = row.job
+        p = job.prepared
+        timings = {"route_ms": p.plan.route_ms, "load_mix_ms": p.load_mix_ms,
+                   "queue_ms": _ms(job.submitted, row.admitted), "prefill_ms": row.prefill_ms, "first_token_ms": _ms(row.admitted, row.first or end),
+                   "total_ms": _ms(job.submitted, end)}
+        _tell(job, Done(reason, len(p.prompt_ids), row.n, timings))
+
+    def _timeout(self, job: Job) -> None:
+        self.stats.timed_out += 1
+        _tell(job, Failed("timeout", "the request ran past the server's time limit; ask for fewer tokens or retry"))
+
+    def _compact(self) -> None:
+        """Drop the rows that are no longer live, from the batch state too."""
+        kept = []
+        for group in self._groups:
+            keep = [i for i, row in enumerate(group.rows) if row.live]
+            if len(keep) == len(group.rows):
+                kept.append(group)
+            elif keep:
+                kept.append(_Group(group.state.rows(keep), [group.rows[i] for i in keep]))
+        self._groups = kept
+        self._count_rows()
+
+    def _count_rows(self) -> None:
+        self.stats.rows = sum(len(g.rows) for g in self._groups)
+        self.stats.groups = len(self._groups)
+
+    def _fail_everything(self, message: str) -> None:
+        with self._cv:
+            jobs = list(self._inbox) + [row.job for g in self._groups for row in g.rows]
+            self._inbox.clear()
+            self._groups = []
+            self.stats.waiting = self.stats.rows = self.stats.groups = 0
+        for job in jobs:
+            if not job.cancelled:
+                _tell(job, Failed("server_error", message))
+
+
+def _tell(job: Job, event: Event) -> None:
+    try:
+        job.emit(event)
+    except Exception:  # a listener that is gone must not stop the engine
+        log.debug("could not deliver %s to a request", type(event).__name__, exc_info=True)
+
+
+def _ms(start: float, end: float) -> float:
+    return max(0.0, (end - start) * 1000)

@@ -1,0 +1,127 @@
+"""Starting a server: in this process with uvicorn (``run_local``), or in a background thread for
+tests and benchmarks (``ServerThread``). Ray Serve lives in ``ray_app``."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from skillsoup.serve.engine import EngineConfig
+from skillsoup.serve.protocol import Limits
+from skillsoup.serve.security import check_bind
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    model: str | None = None
+    registry: Path | None = None
+    chroma_url: str | None = None
+    api_key: str | None = None
+    admin: bool = False
+    limits: Limits = field(default_factory=Limits)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    max_queue: int = 64
+    threads: int | None = None  # torch threads; None: half the cores (the rest route and serve HTTP)
+
+    def check(self) -> None:
+        check_bind(self.host, self.api_key, self.admin)
+
+
+def torch_threads(threads: int | None) -> int:
+    import torch
+
+    n = threads or max(1, (os.cpu_count() or 2) // 2)
+    torch.set_num_threads(n)
+    return n
+
+
+def open_soup(options: ServeOptions, model=None):
+    """The registry and model a server answers from, warmed up: the embedder loaded and the neutral
+    state computed, so the first request does not pay for them."""
+    from skillsoup import SkillSoup
+
+    soup = SkillSoup.open(options.registry, model or options.model, chroma_url=options.chroma_url)
+    warm_up(soup)
+    return soup
+
+
+def warm_up(soup) -> None:
+    soup.router.embed(["warm up"])
+    if soup.model is not None:
+        soup.model.neutral_state()
+
+
+def build_local(soup, options: ServeOptions, on_close=None):
+    """The FastAPI app over a LocalBackend (the engine starts now; it stops when the app shuts down)."""
+    from skillsoup.serve.app import build_app
+    from skillsoup.serve.backend import LocalBackend
+
+    backend = LocalBackend(soup, options.engine, options.max_queue, options.limits.timeout_s)
+    app = build_app(backend, api_key=options.api_key, admin=options.admin, limits=options.limits, on_close=on_close)
+    return app, backend
+
+
+def run_local(options: ServeOptions, log_level: str = "info", on_ready=None) -> None:
+    """Serve until interrupted. On Ctrl-C or SIGTERM uvicorn finishes the requests in flight (5 s at
+    most), the app's shutdown stops the engine and closes the registry, and the process ends with the
+    signal, as uvicorn does."""
+    import uvicorn
+
+    options.check()
+    torch_threads(options.threads)
+    soup = open_soup(options)
+    try:
+        app, _ = build_local(soup, options, on_close=soup.close)
+        if on_ready is not None:
+            on_ready(soup)
+    except BaseException:
+        soup.close()
+        raise
+    server = uvicorn.Server(uvicorn.Config(app, host=options.host, port=options.port, log_level=log_level,
+                                           timeout_graceful_shutdown=5))
+    server.run()
+
+
+class ServerThread:
+    """A uvicorn server for ``app`` on 127.0.0.1 in a daemon thread: ``with ServerThread(app) as s: s.url``."""
+
+    def __init__(self, app, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning"):
+        import uvicorn
+
+        self.app = app
+        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level,
+                                                    timeout_graceful_shutdown=2))
+        self._thread = threading.Thread(target=self.server.run, name="skillsoup-http", daemon=True)
+
+    @property
+    def url(self) -> str:
+        sock = self.server.servers[0].sockets[0]
+        host, port = sock.getsockname()[:2]
+        return f"http://{host}:{port}"
+
+    def start(self, timeout: float = 30.0) -> ServerThread:
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the HTTP server did not start")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self._thread.join(10)
+
+    def __enter__(self) -> ServerThread:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
