@@ -1,0 +1,220 @@
+"""Fused CPU ops: the C kernels of ``csrc/cpu_kernels.c`` behind the signatures of ``ops.py``.
+
+Each function here has the signature and the contract of its twin in :mod:`skillsoup.models.ops`
+(``causal_conv1d`` / ``causal_conv1d_ref``, ``selective_scan`` / ``selective_scan_ref``, ...),
+which stays the specification and the training path: a call that needs autograd goes to the
+PyTorch op. The kernels read token-major tensors ([b, l, channels] with channel stride 1, the
+layout the projections produce), so the transposed views the mixers pass cost no copy; outputs come
+back as views of token-major buffers in the shapes ``ops.py`` returns.
+
+Threads: each kernel runs on up to ``torch.get_num_threads()`` threads when it has enough work to
+share (``MIN_WORK_PER_THREAD`` state updates per thread) and on the calling thread otherwise: the
+decode step's few thousand updates would lose more to starting a thread than they gain, and on a
+busy 2-core machine a second thread can stall behind other processes.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from skillsoup.models import cpu_build, ops
+
+# state updates (one exp and two multiply-adds each) below which a second thread does not pay:
+# a thread costs about 20-50 us to start and join; one core does roughly 1-2 updates per ns here
+MIN_WORK_PER_THREAD = 1 << 17
+
+
+def available() -> tuple[bool, str]:
+    """(True, '') when the kernels are built and loaded, else (False, why not)."""
+    lib, why = cpu_build.load()
+    return lib is not None, why
+
+
+def _lib():
+    lib, why = cpu_build.load()
+    if lib is None:
+        raise RuntimeError(f"the fused CPU kernels are not available: {why}")
+    return lib
+
+
+def _threads(work: int) -> int:
+    return max(1, min(torch.get_num_threads(), work // MIN_WORK_PER_THREAD))
+
+
+def _needs_grad(*tensors) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def _f32(t):
+    return None if t is None else t.float()
+
+
+def _ptr(t) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+def _contig(t):
+    return None if t is None else t.float().contiguous()
+
+
+def _channel_stride_one(t, dim: int):
+    """float32 ``t`` with stride 1 along ``dim`` (the kernels' channel axis), copying only if needed."""
+    t = t.float()
+    if t.shape[dim] > 1 and t.stride(dim) != 1:
+        t = t.movedim(dim, -1).contiguous().movedim(-1, dim)
+    return t
+
+
+# ---- causal depthwise conv -------------------------------------------------------------------
+def causal_conv1d(x, weight, bias=None, initial_states=None, activation=None):
+    """Same contract as :func:`ops.causal_conv1d`: x [b, c, l], weight [c, k], bias [c],
+    initial_states [b, c, k] -> (out [b, c, l], final_states [b, c, k]) in x's dtype."""
+    if activation not in (None, "silu", "swish"):
+        raise ValueError(f"unsupported conv activation {activation!r}")
+    if _needs_grad(x, weight, bias, initial_states):
+        return ops.causal_conv1d(x, weight, bias, initial_states, activation)
+    b, c, l = x.shape
+    k = weight.shape[-1]
+    xf = _channel_stride_one(x, 1)
+    w, bs, s0 = _contig(weight.reshape(c, k)), _contig(bias), _contig(initial_states)
+    out = torch.empty(b, l, c, dtype=torch.float32)  # token-major: what x_proj / in_proj views want
+    final = torch.empty(b, c, k, dtype=torch.float32)
+    _lib().ssc_causal_conv1d(
+        b, l, c, k, xf.data_ptr(), xf.stride(0), xf.stride(2), w.data_ptr(), _ptr(bs), _ptr(s0),
+        out.data_ptr(), out.stride(0), out.stride(1), final.data_ptr(), int(activation is not None),
+        _threads(b * c * l * k),
+    )
+    return out.transpose(1, 2).to(x.dtype), final.to(x.dtype)
+
+
+causal_conv1d_ref = ops.causal_conv1d
+
+
+# ---- Mamba-1 selective scan ----------------------------------------------------------------------
+def selective_scan(
+    u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, initial_state=None,
+    chunk_size=64, block_size=256,
+):
+    """Same contract as :func:`ops.selective_scan` (chunk_size and block_size do not apply: the
+    kernel walks time once per block of 16 channels, one exp per state update).
+
+    u, delta, z [b, d, l]; A [d, n]; B, C [b, n, l]; D, delta_bias [d]; initial_state [b, d, n]
+    -> (y [b, d, l], final_state [b, d, n]) in float32."""
+    del chunk_size, block_size
+    if _needs_grad(u, delta, A, B, C, D, z, delta_bias, initial_state):
+        return ops.selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state)
+    b, d, l = u.shape
+    n = A.shape[-1]
+    u_, dl = _channel_stride_one(u, 1), _channel_stride_one(delta, 1)
+    B_, C_ = _channel_stride_one(B, 1), _channel_stride_one(C, 1)
+    z_ = None if z is None else _channel_stride_one(z, 1)
+    y = torch.empty(b, l, d, dtype=torch.float32)
+    h = torch.empty(b, d, n, dtype=torch.float32)
+    _scan(u_, dl, z_, B_, C_, A, D, delta_bias, delta_softplus, initial_state, y, h, l)
+    return y.transpose(1, 2), h
+
+
+def _scan(u, delta, z, B, C, A, D, delta_bias, softplus, h0, y, h, l):
+    """One kernel call. u, delta, z, B, C have channel stride 1 at dim 1; dim 2 is time (when
+    l > 1); y [b, l, d] and h [b, d, n] are written."""
+    b, d, n = h.shape
+    A_, D_, bias, h0_ = _contig(A), _contig(D), _contig(delta_bias), _contig(h0)
+
+    def strides(t):
+        return (0, 0) if t is None else (t.stride(0), t.stride(2) if t.dim() > 2 else 0)
+
+    _lib().ssc_selective_scan(
+        b, l, d, n,
+        u.data_ptr(), *strides(u), delta.data_ptr(), *strides(delta), _ptr(z), *strides(z),
+        B.data_ptr(), *strides(B), C.data_ptr(), *strides(C),
+        A_.data_ptr(), _ptr(D_), _ptr(bias), int(bool(softplus)), _ptr(h0_),
+        y.data_ptr(), y.stride(0), y.stride(1), h.data_ptr(), _threads(b * d * n * l),
+    )
+
+
+selective_scan_ref = ops.selective_scan_ref
+
+
+def selective_state_update(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_softplus=False):
+    """Same contract as :func:`ops.selective_state_update`: one Mamba-1 decode step.
+    state [b, d, n], x/dt/z [b, d], B/C [b, n] -> (y [b, d], new state [b, d, n])."""
+    if _needs_grad(state, x, dt, A, B, C, D, z, dt_bias):
+        return ops.selective_state_update(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus)
+    b, d = x.shape
+    x_, dt_, B_, C_ = (_channel_stride_one(t, 1) for t in (x, dt, B, C))
+    z_ = None if z is None else _channel_stride_one(z, 1)
+    A_, D_, bias, h0 = _contig(A), _contig(D), _contig(dt_bias), _contig(state)
+    y = torch.empty(b, d, dtype=torch.float32)
+    h = torch.empty(b, d, A.shape[-1], dtype=torch.float32)
+    _lib().ssc_selective_state_update(
+        b, d, A.shape[-1], x_.data_ptr(), x_.stride(0), dt_.data_ptr(), dt_.stride(0), _ptr(z_),
+        0 if z_ is None else z_.stride(0), B_.data_ptr(), B_.stride(0), C_.data_ptr(), C_.stride(0),
+        A_.data_ptr(), _ptr(D_), _ptr(bias), int(bool(dt_softplus)), h0.data_ptr(), h.data_ptr(), y.data_ptr(),
+    )
+    return y, h
+
+
+selective_state_update_ref = ops.selective_state_update
+
+
+# ---- Mamba-2 (SSD) scan ---------------------------------------------------------------------------
+def ssd_scan(
+    x, dt, A, B, C, D=None, dt_bias=None, dt_softplus=False, dt_limit=(0.0, float("inf")),
+    initial_states=None, chunk_size=64,
+):
+    """Same contract as :func:`ops.ssd_scan`, by a sequential scan per (head, 16 head dims):
+    x [b, l, h, p], dt [b, l, h], A [h], B/C [b, l, g, n], D/dt_bias [h], initial_states
+    [b, h, p, n] -> (y [b, l, h, p], final_states [b, h, p, n]) in float32."""
+    del chunk_size
+    if _needs_grad(x, dt, A, B, C, D, dt_bias, initial_states):
+        return ops.ssd_scan(x, dt, A, B, C, D, dt_bias, dt_softplus, dt_limit, initial_states)
+    b, l, nh, p = x.shape
+    y = torch.empty(b, l, nh, p, dtype=torch.float32)
+    s = torch.empty(b, nh, p, B.shape[-1], dtype=torch.float32)
+    _ssd(x, dt, A, B, C, D, dt_bias, dt_softplus, dt_limit, initial_states, y, s)
+    return y, s
+
+
+def _ssd(x, dt, A, B, C, D, dt_bias, softplus, dt_limit, s0, y, s):
+    """One kernel call: x [b, l, h, p], dt [b, l, h], B/C [b, l, g, n]; writes y and s."""
+    b, l, nh, p = x.shape
+    g, n = B.shape[2], B.shape[3]
+    x_, dt_ = _channel_stride_one(x, 3), dt.float()
+    B_, C_ = _channel_stride_one(B, 3), _channel_stride_one(C, 3)
+    A_, D_, bias, s0_ = _contig(A), _contig(D), _contig(dt_bias), _contig(s0)
+    _lib().ssc_ssd_scan(
+        b, l, nh, p, g, n,
+        x_.data_ptr(), x_.stride(0), x_.stride(1), x_.stride(2), dt_.data_ptr(), dt_.stride(0), dt_.stride(1),
+        A_.data_ptr(), B_.data_ptr(), B_.stride(0), B_.stride(1), B_.stride(2),
+        C_.data_ptr(), C_.stride(0), C_.stride(1), C_.stride(2),
+        _ptr(D_), _ptr(bias), int(bool(softplus)), float(dt_limit[0]), float(dt_limit[1]), _ptr(s0_),
+        y.data_ptr(), y.stride(0), y.stride(1), y.stride(2), s.data_ptr(), _threads(b * l * nh * p * n),
+    )
+
+
+ssd_scan_ref = ops.ssd_scan_ref
+
+
+def ssd_state_update(state, x, dt, A, B, C, D=None, dt_bias=None, dt_softplus=False, dt_limit=(0.0, float("inf"))):
+    """Same contract as :func:`ops.ssd_state_update`: state [b, h, p, n], x [b, h, p], dt [b, h],
+    B/C [b, h, n] (per head) -> (y [b, h, p], new state)."""
+    if _needs_grad(state, x, dt, A, B, C, D, dt_bias):
+        return ops.ssd_state_update(state, x, dt, A, B, C, D, dt_bias, dt_softplus, dt_limit)
+    b, nh, p = x.shape
+    n = B.shape[-1]
+    x_ = x.float().reshape(b, nh * p)  # rows of h * p values, copied only when not already so
+    x_ = x_ if x_.stride(1) == 1 else x_.contiguous()
+    dt_, B_, C_ = _channel_stride_one(dt, 1), _channel_stride_one(B, 2), _channel_stride_one(C, 2)
+    A_, D_, bias, s0 = _contig(A), _contig(D), _contig(dt_bias), _contig(state)
+    y = torch.empty(b, nh, p, dtype=torch.float32)
+    s = torch.empty(b, nh, p, n, dtype=torch.float32)
+    _lib().ssc_ssd_state_update(
+        b, nh, p, nh, n, x_.data_ptr(), x_.stride(0), dt_.data_ptr(), dt_.stride(0),
+        B_.data_ptr(), B_.stride(0), B_.stride(1), C_.data_ptr(), C_.stride(0), C_.stride(1),
+        A_.data_ptr(), _ptr(D_), _ptr(bias), int(bool(dt_softplus)), float(dt_limit[0]), float(dt_limit[1]),
+        s0.data_ptr(), s.data_ptr(), y.data_ptr(),
+    )
+    return y, s
+
+
+ssd_state_update_ref = ops.ssd_state_update
