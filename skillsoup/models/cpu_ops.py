@@ -41,6 +41,12 @@ def _threads(work: int) -> int:
     return max(1, min(torch.get_num_threads(), work // MIN_WORK_PER_THREAD))
 
 
+def new(*shape) -> torch.Tensor:
+    """An output buffer (float32, CPU) that the kernel fills; the tests swap in NaN-filled ones so
+    that an unwritten element cannot pass for a right one."""
+    return torch.empty(*shape, dtype=torch.float32)
+
+
 def _needs_grad(*tensors) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
@@ -77,8 +83,8 @@ def causal_conv1d(x, weight, bias=None, initial_states=None, activation=None):
     k = weight.shape[-1]
     xf = _channel_stride_one(x, 1)
     w, bs, s0 = _contig(weight.reshape(c, k)), _contig(bias), _contig(initial_states)
-    out = torch.empty(b, l, c, dtype=torch.float32)  # token-major: what x_proj / in_proj views want
-    final = torch.empty(b, c, k, dtype=torch.float32)
+    out = new(b, l, c)  # token-major: what x_proj / in_proj views want
+    final = new(b, c, k)
     _lib().ssc_causal_conv1d(
         b, l, c, k, xf.data_ptr(), xf.stride(0), xf.stride(2), w.data_ptr(), _ptr(bs), _ptr(s0),
         out.data_ptr(), out.stride(0), out.stride(1), final.data_ptr(), int(activation is not None),
@@ -108,8 +114,8 @@ def selective_scan(
     u_, dl = _channel_stride_one(u, 1), _channel_stride_one(delta, 1)
     B_, C_ = _channel_stride_one(B, 1), _channel_stride_one(C, 1)
     z_ = None if z is None else _channel_stride_one(z, 1)
-    y = torch.empty(b, l, d, dtype=torch.float32)
-    h = torch.empty(b, d, n, dtype=torch.float32)
+    y = new(b, l, d)
+    h = new(b, d, n)
     _scan(u_, dl, z_, B_, C_, A, D, delta_bias, delta_softplus, initial_state, y, h, l)
     return y.transpose(1, 2), h
 
@@ -144,8 +150,8 @@ def selective_state_update(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, 
     x_, dt_, B_, C_ = (_channel_stride_one(t, 1) for t in (x, dt, B, C))
     z_ = None if z is None else _channel_stride_one(z, 1)
     A_, D_, bias, h0 = _contig(A), _contig(D), _contig(dt_bias), _contig(state)
-    y = torch.empty(b, d, dtype=torch.float32)
-    h = torch.empty(b, d, A.shape[-1], dtype=torch.float32)
+    y = new(b, d)
+    h = new(b, d, A.shape[-1])
     _lib().ssc_selective_state_update(
         b, d, A.shape[-1], x_.data_ptr(), x_.stride(0), dt_.data_ptr(), dt_.stride(0), _ptr(z_),
         0 if z_ is None else z_.stride(0), B_.data_ptr(), B_.stride(0), C_.data_ptr(), C_.stride(0),
@@ -169,8 +175,8 @@ def ssd_scan(
     if _needs_grad(x, dt, A, B, C, D, dt_bias, initial_states):
         return ops.ssd_scan(x, dt, A, B, C, D, dt_bias, dt_softplus, dt_limit, initial_states)
     b, l, nh, p = x.shape
-    y = torch.empty(b, l, nh, p, dtype=torch.float32)
-    s = torch.empty(b, nh, p, B.shape[-1], dtype=torch.float32)
+    y = new(b, l, nh, p)
+    s = new(b, nh, p, B.shape[-1])
     _ssd(x, dt, A, B, C, D, dt_bias, dt_softplus, dt_limit, initial_states, y, s)
     return y, s
 
@@ -206,8 +212,8 @@ def ssd_state_update(state, x, dt, A, B, C, D=None, dt_bias=None, dt_softplus=Fa
     x_ = x_ if x_.stride(1) == 1 else x_.contiguous()
     dt_, B_, C_ = _channel_stride_one(dt, 1), _channel_stride_one(B, 2), _channel_stride_one(C, 2)
     A_, D_, bias, s0 = _contig(A), _contig(D), _contig(dt_bias), _contig(state)
-    y = torch.empty(b, nh, p, dtype=torch.float32)
-    s = torch.empty(b, nh, p, n, dtype=torch.float32)
+    y = new(b, nh, p)
+    s = new(b, nh, p, n)
     _lib().ssc_ssd_state_update(
         b, nh, p, nh, n, x_.data_ptr(), x_.stride(0), dt_.data_ptr(), dt_.stride(0),
         B_.data_ptr(), B_.stride(0), B_.stride(1), C_.data_ptr(), C_.stride(0), C_.stride(1),

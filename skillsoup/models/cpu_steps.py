@@ -61,8 +61,8 @@ def mamba1_step(mixer, hidden, conv_state, ssm_state):
     xz = _rows(mixer.in_proj(hidden))  # [b, 2d]: x, then the gate
     b = xz.shape[0]
     conv_in, ssm_in = conv_state.float().contiguous(), ssm_state.float().contiguous()
-    conv_out, ssm_out = torch.empty_like(conv_in), torch.empty_like(ssm_in)
-    y = torch.empty(b, d, dtype=torch.float32)
+    conv_out, ssm_out = cpu_ops.new(*conv_in.shape), cpu_ops.new(*ssm_in.shape)
+    y = cpu_ops.new(b, d)
     cpu_ops._lib().ssc_mamba1_step(
         b, d, n, r, k, xz.data_ptr(), xz.stride(0), conv_in.data_ptr(), conv_out.data_ptr(),
         conv_w.data_ptr(), cpu_ops._ptr(mixer.conv1d.bias), x_w.data_ptr(), dt_w.data_ptr(),
@@ -82,8 +82,8 @@ def mamba2_step(mixer, hidden, conv_state, ssm_state):
     proj = _rows(mixer.in_proj(hidden))  # [b, d + conv_dim + h]: gate, xBC, dt
     b = proj.shape[0]
     conv_in, ssm_in = conv_state.float().contiguous(), ssm_state.float().contiguous()
-    conv_out, ssm_out = torch.empty_like(conv_in), torch.empty_like(ssm_in)
-    y = torch.empty(b, h * p, dtype=torch.float32)
+    conv_out, ssm_out = cpu_ops.new(*conv_in.shape), cpu_ops.new(*ssm_in.shape)
+    y = cpu_ops.new(b, h * p)
     lo, hi = (float(v) for v in mixer.time_step_limit)
     cpu_ops._lib().ssc_mamba2_step(
         b, h, p, g, n, mixer.conv_kernel_size, proj.data_ptr(), proj.stride(0), conv_in.data_ptr(),
