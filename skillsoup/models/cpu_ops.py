@@ -1,4 +1,4 @@
-"""Fused CPU ops: the C kernels of ``csrc/cpu_kernels.c`` behind the signatures of ``ops.py``.
+"""Fused CPU ops: the C kernels of ``csrc/`` (scan.c, step.c) behind the signatures of ``ops.py``.
 
 Each function here has the signature and the contract of its twin in :mod:`skillsoup.models.ops`
 (``causal_conv1d`` / ``causal_conv1d_ref``, ``selective_scan`` / ``selective_scan_ref``, ...),
@@ -7,10 +7,11 @@ PyTorch op. The kernels read token-major tensors ([b, l, channels] with channel 
 layout the projections produce), so the transposed views the mixers pass cost no copy; outputs come
 back as views of token-major buffers in the shapes ``ops.py`` returns.
 
-Threads: each kernel runs on up to ``torch.get_num_threads()`` threads when it has enough work to
-share (``MIN_WORK_PER_THREAD`` state updates per thread) and on the calling thread otherwise: the
-decode step's few thousand updates would lose more to starting a thread than they gain, and on a
-busy 2-core machine a second thread can stall behind other processes.
+Threads: a kernel call runs on up to ``torch.get_num_threads()`` threads only when it has at least
+``MIN_SECONDS_PER_THREAD`` of work per thread (estimated from measured per-element costs), and on the
+calling thread otherwise. Starting and joining a thread costs tens of microseconds, and on a busy
+2-core machine the join can wait a scheduler slice for a thread that is not running: worth it for
+a 1,024-token capture (tens of ms per layer), not for a 32-token query or a decode step.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ import torch
 
 from skillsoup.models import cpu_build, ops
 
-# state updates (one exp and two multiply-adds each) below which a second thread does not pay:
-# a thread costs about 20-50 us to start and join; one core does roughly 1-2 updates per ns here
-MIN_WORK_PER_THREAD = 1 << 17
+MIN_SECONDS_PER_THREAD = 2e-3
+# single-core seconds per element on the AVX2 machine this was tuned on (EPYC, 2.4 GHz)
+COST_SCAN = 0.7e-9  # Mamba-1: one state update (an exp and two multiply-adds)
+COST_SSD = 0.15e-9  # Mamba-2: one state update (three multiply-adds)
+COST_CONV = 0.3e-9  # one conv output (k multiply-adds and a silu)
 
 
 def available() -> tuple[bool, str]:
@@ -37,8 +40,9 @@ def _lib():
     return lib
 
 
-def _threads(work: int) -> int:
-    return max(1, min(torch.get_num_threads(), work // MIN_WORK_PER_THREAD))
+def _threads(seconds: float) -> int:
+    """Threads for a call of about ``seconds`` of single-core work."""
+    return max(1, min(torch.get_num_threads(), int(seconds / MIN_SECONDS_PER_THREAD)))
 
 
 def new(*shape) -> torch.Tensor:
@@ -88,7 +92,7 @@ def causal_conv1d(x, weight, bias=None, initial_states=None, activation=None):
     _lib().ssc_causal_conv1d(
         b, l, c, k, xf.data_ptr(), xf.stride(0), xf.stride(2), w.data_ptr(), _ptr(bs), _ptr(s0),
         out.data_ptr(), out.stride(0), out.stride(1), final.data_ptr(), int(activation is not None),
-        _threads(b * c * l * k),
+        _threads(b * c * l * COST_CONV),
     )
     return out.transpose(1, 2).to(x.dtype), final.to(x.dtype)
 
@@ -134,7 +138,8 @@ def _scan(u, delta, z, B, C, A, D, delta_bias, softplus, h0, y, h, l):
         u.data_ptr(), *strides(u), delta.data_ptr(), *strides(delta), _ptr(z), *strides(z),
         B.data_ptr(), *strides(B), C.data_ptr(), *strides(C),
         A_.data_ptr(), _ptr(D_), _ptr(bias), int(bool(softplus)), _ptr(h0_),
-        y.data_ptr(), y.stride(0), y.stride(1), h.data_ptr(), _threads(b * d * n * l),
+        y.data_ptr(), y.stride(0), y.stride(1), h.data_ptr(),
+        _threads(b * d * n * l * COST_SCAN),
     )
 
 
@@ -194,7 +199,8 @@ def _ssd(x, dt, A, B, C, D, dt_bias, softplus, dt_limit, s0, y, s):
         A_.data_ptr(), B_.data_ptr(), B_.stride(0), B_.stride(1), B_.stride(2),
         C_.data_ptr(), C_.stride(0), C_.stride(1), C_.stride(2),
         _ptr(D_), _ptr(bias), int(bool(softplus)), float(dt_limit[0]), float(dt_limit[1]), _ptr(s0_),
-        y.data_ptr(), y.stride(0), y.stride(1), y.stride(2), s.data_ptr(), _threads(b * l * nh * p * n),
+        y.data_ptr(), y.stride(0), y.stride(1), y.stride(2), s.data_ptr(),
+        _threads(b * l * nh * p * n * COST_SSD),
     )
 
 

@@ -20,6 +20,12 @@ def nan_outputs(monkeypatch):
     monkeypatch.setattr(cpu_ops, "new", lambda *shape: torch.full(shape, float("nan")))
 
 
+@pytest.fixture(params=[1, 3], ids=["1-thread", "3-threads"])
+def threads(request, monkeypatch):
+    """Every kernel call on this many threads, whatever its size (3: more threads than cores)."""
+    monkeypatch.setattr(cpu_ops, "_threads", lambda seconds: request.param)
+
+
 def _token_major(t):
     """Same values, stored [b, l, c] as the projections produce them (the mixers' layout)."""
     return t.transpose(1, 2).contiguous().transpose(1, 2)
@@ -45,7 +51,7 @@ def _scan_inputs(b, d, n, l, dt_scale, seed, layout="channel-major"):
     ids=["1x1x1", "one-token", "one-block-one-chunk", "block+1-chunk+1", "odd-sliced-chunks", "huge-decay",
          "huge-decay-b2", "many-blocks"],
 )
-def test_selective_scan_equals_reference(b, d, n, l, dt_scale, layout):
+def test_selective_scan_equals_reference(b, d, n, l, dt_scale, layout, threads):
     kw = _scan_inputs(b, d, n, l, dt_scale, seed=d * l, layout=layout)
     y, h = cpu_ops.selective_scan(**kw)
     y_ref, h_ref = ops.selective_scan_ref(**kw)
@@ -104,7 +110,7 @@ def test_selective_state_update_equals_reference():
 
 @pytest.mark.parametrize("k,l,start,act", [(4, 1, True, "silu"), (4, 3, False, None), (2, 40, True, "silu"),
                                           (4, 70, True, None)], ids=["one", "shorter-than-k", "k2", "long"])
-def test_causal_conv1d_equals_reference(k, l, start, act):
+def test_causal_conv1d_equals_reference(k, l, start, act, threads):
     g = torch.Generator().manual_seed(l)
     b, c = 2, 19
     x = _token_major(torch.randn(b, c, l, generator=g))
@@ -133,7 +139,7 @@ def _ssd_inputs(b, l, h, p, g, n, seed, start=True, dt_limit=(0.0, float("inf"))
      (2, 65, 6, 20, 3, 7, False, (0.0, float("inf"))), (1, 130, 2, 17, 1, 16, True, (0.01, 0.5))],
     ids=["one-token", "groups", "odd-head-dim-zero-start", "clamped-dt"],
 )
-def test_ssd_scan_equals_reference(b, l, h, p, g, n, start, limit):
+def test_ssd_scan_equals_reference(b, l, h, p, g, n, start, limit, threads):
     kw = _ssd_inputs(b, l, h, p, g, n, seed=l, start=start, dt_limit=limit)
     y, s = cpu_ops.ssd_scan(**kw)
     y_ref, s_ref = ops.ssd_scan_ref(**kw)

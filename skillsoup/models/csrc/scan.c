@@ -188,43 +188,81 @@ typedef struct {
 } ssd_args;
 
 
+/* Tokens [t0, t1) of the block of w head dims at p0 of head hh, state s ([n] blocks), given each
+ * token's dt and decay. */
+INLINE void ssd_tokens(const ssd_args *a, int64_t bi, int64_t hh, int64_t p0, int w, int64_t t0, int64_t t1,
+                       const float *dts, const float *decays, blk *s) {
+    const int64_t n = a->n, gi = hh / (a->h / a->g);
+    const float Dh = a->D ? a->D[hh] : 0.0f;
+    const float *x = a->x + bi * a->x_sb + hh * a->x_sh + p0;
+    const float *B = a->B + bi * a->B_sb + gi * a->B_sg, *C = a->C + bi * a->C_sb + gi * a->C_sg;
+    float *y = a->y + bi * a->y_sb + hh * a->y_sh + p0;
+    for (int64_t t = t0; t < t1; t++) {
+        const float dt = dts[t - t0], decay = decays[t - t0];
+        const blk xv = load(x + t * a->x_st, w);
+        blk xdt, acc, acc2 = bsplat(0.0f);
+        EACH {
+            xdt.v[v] = xv.v[v] * dt;
+            acc.v[v] = xv.v[v] * Dh;
+        }
+        const float *Bt = B + t * a->B_st, *Ct = C + t * a->C_st;
+        int64_t k = 0;
+        /* two partial sums: one chain of n dependent adds takes longer than the updates */
+        for (; k + 1 < n; k += 2) {
+            const float b0 = Bt[k], c0 = Ct[k], b1 = Bt[k + 1], c1 = Ct[k + 1];
+            EACH {
+                s[k].v[v] = s[k].v[v] * decay + xdt.v[v] * b0;
+                acc.v[v] += s[k].v[v] * c0;
+                s[k + 1].v[v] = s[k + 1].v[v] * decay + xdt.v[v] * b1;
+                acc2.v[v] += s[k + 1].v[v] * c1;
+            }
+        }
+        for (; k < n; k++) {
+            const float bk = Bt[k], ck = Ct[k];
+            EACH {
+                s[k].v[v] = s[k].v[v] * decay + xdt.v[v] * bk;
+                acc.v[v] += s[k].v[v] * ck;
+            }
+        }
+        EACH acc.v[v] += acc2.v[v];
+        store(y + t * a->y_st, acc, w);
+    }
+}
+
+/* An item is one head of one batch row, walked in chunks of CHUNK tokens; within a chunk its blocks
+ * of head dims share the token rows (x, B, C) and the per-token dt and decay, computed once. */
 static void ssd_work(const void *p, int64_t begin, int64_t end) {
     const ssd_args *a = p;
-    const int64_t n = a->n, P = a->p, per_head = (P + W - 1) / W;
-    blk s[n];
+    const int64_t n = a->n, P = a->p, nblk = (P + W - 1) / W;
+    blk s[nblk * n];
+    float dts[CHUNK], decays[CHUNK];
     for (int64_t item = begin; item < end; item++) {
-        const int64_t bi = item / (a->h * per_head), hh = (item / per_head) % a->h, p0 = (item % per_head) * W;
-        const int64_t gi = hh / (a->h / a->g);
-        const int w = (int)(P - p0 < W ? P - p0 : W);
-        const float *s0 = a->s0 ? a->s0 + ((bi * a->h + hh) * P + p0) * n : NULL;
-        for (int64_t k = 0; k < n; k++) s[k] = s0 ? gather(s0 + k, n, w) : bsplat(0.0f);
-        const float Ah = a->A[hh], Dh = a->D ? a->D[hh] : 0.0f, bias = a->dt_bias ? a->dt_bias[hh] : 0.0f;
-        const float *x = a->x + bi * a->x_sb + hh * a->x_sh + p0, *dtp = a->dt + bi * a->dt_sb + hh;
-        const float *B = a->B + bi * a->B_sb + gi * a->B_sg, *C = a->C + bi * a->C_sb + gi * a->C_sg;
-        float *y = a->y + bi * a->y_sb + hh * a->y_sh + p0;
-        for (int64_t t = 0; t < a->l; t++) {
-            float dt = dtp[t * a->dt_st] + bias;
-            if (a->softplus) dt = softplus1(dt);
-            dt = dt < a->dt_min ? a->dt_min : (dt > a->dt_max ? a->dt_max : dt);
-            const float decay = exp1(dt * Ah);
-            const blk xv = load(x + t * a->x_st, w);
-            blk xdt, acc;
-            EACH {
-                xdt.v[v] = xv.v[v] * dt;
-                acc.v[v] = xv.v[v] * Dh;
-            }
-            const float *Bt = B + t * a->B_st, *Ct = C + t * a->C_st;
-            for (int64_t k = 0; k < n; k++) {
-                const float bk = Bt[k], ck = Ct[k];
-                EACH {
-                    s[k].v[v] = s[k].v[v] * decay + xdt.v[v] * bk;
-                    acc.v[v] += s[k].v[v] * ck;
-                }
-            }
-            store(y + t * a->y_st, acc, w);
+        const int64_t bi = item / a->h, hh = item % a->h;
+        const float Ah = a->A[hh], bias = a->dt_bias ? a->dt_bias[hh] : 0.0f;
+        const float *dtp = a->dt + bi * a->dt_sb + hh;
+        const float *s0 = a->s0 ? a->s0 + (bi * a->h + hh) * P * n : NULL;
+        for (int64_t q = 0; q < nblk; q++) {
+            const int w = (int)(P - q * W < W ? P - q * W : W);
+            for (int64_t k = 0; k < n; k++) s[q * n + k] = s0 ? gather(s0 + q * W * n + k, n, w) : bsplat(0.0f);
         }
-        float *so = a->s_out + ((bi * a->h + hh) * P + p0) * n;
-        for (int64_t k = 0; k < n; k++) scatter(so + k, n, s[k], w);
+        for (int64_t t0 = 0; t0 < a->l; t0 += CHUNK) {
+            const int64_t t1 = a->l - t0 < CHUNK ? a->l : t0 + CHUNK;
+            for (int64_t t = t0; t < t1; t++) {
+                float dt = dtp[t * a->dt_st] + bias;
+                if (a->softplus) dt = softplus1(dt);
+                dts[t - t0] = dt = dt < a->dt_min ? a->dt_min : (dt > a->dt_max ? a->dt_max : dt);
+                decays[t - t0] = exp1(dt * Ah);
+            }
+            for (int64_t q = 0; q < nblk; q++) {
+                const int w = (int)(P - q * W < W ? P - q * W : W);
+                ssd_tokens(a, bi, hh, q * W, w, t0, t1, dts, decays, &s[q * n]);
+            }
+        }
+        float *so = a->s_out + (bi * a->h + hh) * P * n;
+        for (int64_t q = 0; q < nblk; q++) {
+            const int w = (int)(P - q * W < W ? P - q * W : W);
+            for (int64_t k = 0; k < n; k++) scatter(so + q * W * n + k, n, s[q * n + k], w);
+        }
     }
 }
 
@@ -239,5 +277,5 @@ void ssc_ssd_scan(int64_t b, int64_t l, int64_t h, int64_t p, int64_t g, int64_t
     ssd_args a = {b, l, h, p, g, n, x, dt, A, B, C, D, dt_bias, s0,
                   x_sb, x_st, x_sh, dt_sb, dt_st, B_sb, B_st, B_sg, C_sb, C_st, C_sg, y_sb, y_st, y_sh,
                   y, s_out, dt_min, dt_max, softplus};
-    run_parallel(ssd_work, &a, b * h * ((p + W - 1) / W), threads);
+    run_parallel(ssd_work, &a, b * h, threads);
 }
