@@ -25,14 +25,15 @@ INSTALL_HINT = (
     "pip install --no-build-isolation -e .[gpu]  (or just `pip install triton` for the Triton kernels)"
 )
 
-REF_OPS = types.SimpleNamespace(
-    name="ref",
-    causal_conv1d=ops.causal_conv1d,
-    selective_scan=ops.selective_scan,
-    selective_state_update=ops.selective_state_update,
-    ssd_scan=ops.ssd_scan,
-    ssd_state_update=ops.ssd_state_update,
-)
+OP_NAMES = ("causal_conv1d", "selective_scan", "selective_state_update", "ssd_scan", "ssd_state_update")
+
+
+def op_namespace(name: str, source, **extra) -> types.SimpleNamespace:
+    """The namespace the mixers call: ``source``'s functions named in OP_NAMES, plus ``extra``."""
+    return types.SimpleNamespace(name=name, **{op: getattr(source, op) for op in OP_NAMES}, **extra)
+
+
+REF_OPS = op_namespace("ref", ops)
 
 
 def _triton_ops():
@@ -58,16 +59,8 @@ def _cpu_ops():
     ok, why = cpu_ops.available()
     if not ok:
         return None, why
-    return types.SimpleNamespace(
-        name="cpu",
-        causal_conv1d=cpu_ops.causal_conv1d,
-        selective_scan=cpu_ops.selective_scan,
-        selective_state_update=cpu_ops.selective_state_update,
-        ssd_scan=cpu_ops.ssd_scan,
-        ssd_state_update=cpu_ops.ssd_state_update,
-        mamba1_step=cpu_steps.mamba1_step,
-        mamba2_step=cpu_steps.mamba2_step,
-    ), ""
+    namespace = op_namespace("cpu", cpu_ops, mamba1_step=cpu_steps.mamba1_step, mamba2_step=cpu_steps.mamba2_step)
+    return namespace, ""
 
 
 def _fall_back(why: str) -> None:

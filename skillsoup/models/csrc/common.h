@@ -43,9 +43,9 @@ typedef struct { vf v[NV]; } blk; /* W channels */
 /* ---- vector helpers ------------------------------------------------------------------------ */
 INLINE vf splat(float x) { return (vf){0} + x; }
 INLINE vf blend(vi mask, vf yes, vf no) { return (vf)(((vi)yes & mask) | ((vi)no & ~mask)); }
-/* a lane loop the compiler turns into a max instruction; a NaN in a stays NaN */
+/* written as lane loops, which the compiler vectorises; a NaN in a stays NaN */
 INLINE vf vmax(vf a, vf b) { vf r; for (int j = 0; j < VL; j++) r[j] = b[j] > a[j] ? b[j] : a[j]; return r; }
-/* one min instruction; a NaN in a becomes b */
+/* the cheaper min: a NaN in a becomes b (exp only needs it for an upper clamp) */
 INLINE vf vmin_fast(vf a, vf b) { vf r; for (int j = 0; j < VL; j++) r[j] = a[j] < b[j] ? a[j] : b[j]; return r; }
 
 /* W channels from p (w of them valid; zeros beyond) */
