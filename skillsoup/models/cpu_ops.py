@@ -55,10 +55,6 @@ def _needs_grad(*tensors) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
-def _f32(t):
-    return None if t is None else t.float()
-
-
 def _ptr(t) -> int | None:
     return None if t is None else t.data_ptr()
 
@@ -115,32 +111,20 @@ def selective_scan(
         return ops.selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state)
     b, d, l = u.shape
     n = A.shape[-1]
-    u_, dl = _channel_stride_one(u, 1), _channel_stride_one(delta, 1)
-    B_, C_ = _channel_stride_one(B, 1), _channel_stride_one(C, 1)
+    u_, dl, B_, C_ = (_channel_stride_one(t, 1) for t in (u, delta, B, C))  # [b, c, l], stride 1 along c
     z_ = None if z is None else _channel_stride_one(z, 1)
+    A_, D_, bias, h0 = _contig(A), _contig(D), _contig(delta_bias), _contig(initial_state)
     y = new(b, l, d)
     h = new(b, d, n)
-    _scan(u_, dl, z_, B_, C_, A, D, delta_bias, delta_softplus, initial_state, y, h, l)
-    return y.transpose(1, 2), h
-
-
-def _scan(u, delta, z, B, C, A, D, delta_bias, softplus, h0, y, h, l):
-    """One kernel call. u, delta, z, B, C have channel stride 1 at dim 1; dim 2 is time (when
-    l > 1); y [b, l, d] and h [b, d, n] are written."""
-    b, d, n = h.shape
-    A_, D_, bias, h0_ = _contig(A), _contig(D), _contig(delta_bias), _contig(h0)
-
-    def strides(t):
-        return (0, 0) if t is None else (t.stride(0), t.stride(2) if t.dim() > 2 else 0)
-
     _lib().ssc_selective_scan(
         b, l, d, n,
-        u.data_ptr(), *strides(u), delta.data_ptr(), *strides(delta), _ptr(z), *strides(z),
-        B.data_ptr(), *strides(B), C.data_ptr(), *strides(C),
-        A_.data_ptr(), _ptr(D_), _ptr(bias), int(bool(softplus)), _ptr(h0_),
-        y.data_ptr(), y.stride(0), y.stride(1), h.data_ptr(),
-        _threads(b * d * n * l * COST_SCAN),
+        u_.data_ptr(), u_.stride(0), u_.stride(2), dl.data_ptr(), dl.stride(0), dl.stride(2),
+        _ptr(z_), *((0, 0) if z_ is None else (z_.stride(0), z_.stride(2))),
+        B_.data_ptr(), B_.stride(0), B_.stride(2), C_.data_ptr(), C_.stride(0), C_.stride(2),
+        A_.data_ptr(), _ptr(D_), _ptr(bias), int(bool(delta_softplus)), _ptr(h0),
+        y.data_ptr(), y.stride(0), y.stride(1), h.data_ptr(), _threads(b * d * n * l * COST_SCAN),
     )
+    return y.transpose(1, 2), h
 
 
 selective_scan_ref = ops.selective_scan_ref
@@ -180,28 +164,22 @@ def ssd_scan(
     if _needs_grad(x, dt, A, B, C, D, dt_bias, initial_states):
         return ops.ssd_scan(x, dt, A, B, C, D, dt_bias, dt_softplus, dt_limit, initial_states)
     b, l, nh, p = x.shape
-    y = new(b, l, nh, p)
-    s = new(b, nh, p, B.shape[-1])
-    _ssd(x, dt, A, B, C, D, dt_bias, dt_softplus, dt_limit, initial_states, y, s)
-    return y, s
-
-
-def _ssd(x, dt, A, B, C, D, dt_bias, softplus, dt_limit, s0, y, s):
-    """One kernel call: x [b, l, h, p], dt [b, l, h], B/C [b, l, g, n]; writes y and s."""
-    b, l, nh, p = x.shape
     g, n = B.shape[2], B.shape[3]
     x_, dt_ = _channel_stride_one(x, 3), dt.float()
     B_, C_ = _channel_stride_one(B, 3), _channel_stride_one(C, 3)
-    A_, D_, bias, s0_ = _contig(A), _contig(D), _contig(dt_bias), _contig(s0)
+    A_, D_, bias, s0 = _contig(A), _contig(D), _contig(dt_bias), _contig(initial_states)
+    y = new(b, l, nh, p)
+    s = new(b, nh, p, n)
     _lib().ssc_ssd_scan(
         b, l, nh, p, g, n,
         x_.data_ptr(), x_.stride(0), x_.stride(1), x_.stride(2), dt_.data_ptr(), dt_.stride(0), dt_.stride(1),
         A_.data_ptr(), B_.data_ptr(), B_.stride(0), B_.stride(1), B_.stride(2),
         C_.data_ptr(), C_.stride(0), C_.stride(1), C_.stride(2),
-        _ptr(D_), _ptr(bias), int(bool(softplus)), float(dt_limit[0]), float(dt_limit[1]), _ptr(s0_),
+        _ptr(D_), _ptr(bias), int(bool(dt_softplus)), float(dt_limit[0]), float(dt_limit[1]), _ptr(s0),
         y.data_ptr(), y.stride(0), y.stride(1), y.stride(2), s.data_ptr(),
         _threads(b * l * nh * p * n * COST_SSD),
     )
+    return y, s
 
 
 ssd_scan_ref = ops.ssd_scan_ref
