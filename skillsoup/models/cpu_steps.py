@@ -8,7 +8,8 @@ matmuls and everything between them is ``ssc_mamba1_step`` / ``ssc_mamba2_step``
 Twins: ``mamba1_step_ref`` / ``mamba2_step_ref`` are the mixers' own steps on the reference ops,
 with the same signature; tests/models/test_cpu_ops.py compares them. A mixer the kernels do not
 cover (weights that are not float32, an activation other than silu, autograd on) returns None, and
-the caller takes its PyTorch path.
+the caller takes its PyTorch path. So does a mixer with RMS norms on dt, B and C (FalconMamba, Jamba),
+which the kernel does not apply.
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ def _decay_rates(A_log: torch.Tensor) -> torch.Tensor:
 
 
 def _fused_ok(mixer, *tensors) -> bool:
-    if mixer.activation not in ("silu", "swish"):
+    if getattr(mixer, "activation", None) not in ("silu", "swish"):
+        return False
+    if getattr(mixer, "b_layernorm", None) is not None:  # FalconMamba, Jamba: RMS norms on dt, B, C
         return False
     if torch.is_grad_enabled() and any(p.requires_grad for p in mixer.parameters()):
         return False

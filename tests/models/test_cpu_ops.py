@@ -178,5 +178,8 @@ def test_fused_decode_step_equals_the_mixers_step(arch):
     assert_close("out", out, out_ref, RATIO)
     assert torch.equal(conv_new, conv_ref)
     assert_close("ssm", ssm_new, ssm_ref, RATIO)
-    with torch.no_grad():  # a bfloat16 mixer is not covered: the caller takes the PyTorch path
+    with torch.no_grad():  # not covered, the caller takes the PyTorch path: norms on dt, B, C; bfloat16
+        mixer.b_layernorm = torch.nn.Identity()  # FalconMamba's and Jamba's mixers have them
+        assert fused(mixer, hidden, conv, ssm) is None
+        del mixer.b_layernorm
         assert fused(mixer.to(torch.bfloat16), hidden.bfloat16(), conv, ssm) is None
