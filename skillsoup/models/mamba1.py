@@ -57,6 +57,9 @@ def forward(mixer, hidden, conv_state, ssm_state, impl, log_decay=None):
 
 def step(mixer, hidden, conv_state, ssm_state, impl):
     """One token. hidden [b, hidden] -> (out [b, hidden], conv_state, ssm_state)."""
+    fused = getattr(impl, "mamba1_step", None)  # the whole step in one kernel call (cpu_steps.py)
+    if fused is not None and (done := fused(mixer, hidden, conv_state, ssm_state)) is not None:
+        return done
     dtype = hidden.dtype
     x, gate = mixer.in_proj(hidden).chunk(2, dim=-1)  # [b, d] each
     conv_state = torch.cat([conv_state[..., 1:], x.float()[..., None]], dim=-1)  # [b, d, k]

@@ -60,6 +60,9 @@ def forward(mixer, hidden, conv_state, ssm_state, impl, log_decay=None):
 
 def step(mixer, hidden, conv_state, ssm_state, impl):
     """One token. hidden [b, hidden] -> (out [b, hidden], conv_state, ssm_state)."""
+    fused = getattr(impl, "mamba2_step", None)  # the whole step in one kernel call (cpu_steps.py)
+    if fused is not None and (done := fused(mixer, hidden, conv_state, ssm_state)) is not None:
+        return done
     bsz = hidden.shape[0]
     dtype = hidden.dtype
     gate, xbc, dt = _split(mixer, mixer.in_proj(hidden))  # [b, d], [b, conv_dim], [b, h]
