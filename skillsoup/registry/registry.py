@@ -391,14 +391,6 @@ class SkillRegistry:
 
 def _info(row: SkillRow) -> SkillInfo:
     s = row.skill
-    return SkillInfo(
-        name=row.name,
-        description=s.description,
-        n_demos=len(s.demonstrations),
-        tags=s.tags,
-        content_hash=row.content_hash,
-        state_hash=row.state_hash,
-        models=tuple(sorted(fp for fp, _ in row.states.values())),
-        source=s.source,
-        recipe=recipe_dict(row),
-    )
+    return SkillInfo(name=row.name, description=s.description, n_demos=len(s.demonstrations), tags=s.tags,
+                     content_hash=row.content_hash, state_hash=row.state_hash,
+                     models=tuple(sorted(fp for fp, _ in row.states.values())), source=s.source, recipe=recipe_dict(row))
