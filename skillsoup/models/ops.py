@@ -116,7 +116,7 @@ def selective_scan(
     delta = _prep_delta(delta, delta_bias, delta_softplus)  # [b, d, l]
     A = upcast(A)
     dtu = delta * upcast(u)
-    h = u.new_zeros(bsz, d, A.shape[-1], dtype=_compute_dtype(u)) if initial_state is None else upcast(initial_state)
+    h = u.new_zeros(bsz, d, A.shape[-1], dtype=_compute_dtype(u)) if initial_state is None else initial_state.to(_compute_dtype(u))
     a_max = A.detach().abs().amax(-1)  # [d], fastest decay per channel
     ys = []
     for start in range(0, l, block_size):
@@ -213,7 +213,7 @@ def selective_scan_ref(
     del chunk_size
     delta = _prep_delta(delta, delta_bias, delta_softplus)
     bsz, d, l = u.shape
-    h = u.new_zeros(bsz, d, A.shape[-1], dtype=_compute_dtype(u)) if initial_state is None else upcast(initial_state)
+    h = u.new_zeros(bsz, d, A.shape[-1], dtype=_compute_dtype(u)) if initial_state is None else initial_state.to(_compute_dtype(u))
     ys = []
     for t in range(l):
         dA = torch.exp(delta[:, :, t, None] * upcast(A))  # [b, d, n]
@@ -284,7 +284,7 @@ def ssd_scan(
     xf = upcast(x)
     Bh = upcast(B).repeat_interleave(nh // g, dim=2)  # [b, l, h, n]
     Ch = upcast(C).repeat_interleave(nh // g, dim=2)
-    h = x.new_zeros(bsz, nh, hp, n, dtype=_compute_dtype(x)) if initial_states is None else upcast(initial_states)
+    h = x.new_zeros(bsz, nh, hp, n, dtype=_compute_dtype(x)) if initial_states is None else initial_states.to(_compute_dtype(x))
     ys = []
     for start in range(0, l, chunk_size):
         end = min(start + chunk_size, l)
@@ -315,7 +315,7 @@ def ssd_scan_ref(
     del chunk_size
     bsz, l, nh, hp = x.shape
     g = B.shape[2]
-    h = x.new_zeros(bsz, nh, hp, B.shape[3], dtype=_compute_dtype(x)) if initial_states is None else upcast(initial_states)
+    h = x.new_zeros(bsz, nh, hp, B.shape[3], dtype=_compute_dtype(x)) if initial_states is None else initial_states.to(_compute_dtype(x))
     ys = []
     for t in range(l):
         y, h = ssd_state_update(
