@@ -103,7 +103,7 @@ def check(arch: str, args, device, lines: list[str]) -> bool:
         lines.append("\n" + ", ".join(f"kernels {k}: {'PASS' if v else 'FAIL'}" for k, v in verdicts.items()))
     lines += ["", "| after layer | " + " | ".join(errors) + " |", "|---" * (len(errors) + 1) + "|"]
     n_layers = config["num_hidden_layers"]
-    for i in sorted({0, 1, 2, n_layers // 4, n_layers // 2, 3 * n_layers // 4, n_layers - 1}):
+    for i in sorted({0, 1, 2, n_layers // 4, n_layers // 2, 3 * n_layers // 4, n_layers - 1} & set(range(n_layers))):
         lines.append(f"| {i} | " + " | ".join(f"{e.layers[i]:.2e}" for e in errors.values()) + " |")
     if arch == "mamba":
         lines += ["", "| op (its own inputs from float64) | layer | reference ops | kernels |", "|---|---|---|---|"]

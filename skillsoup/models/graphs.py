@@ -16,8 +16,10 @@ outputs, and the step writes the state in place (:meth:`StackBackend.step_into`)
 
 ``capture=False`` runs the same body eagerly on the same buffers: the static-buffer logic is then
 tested on CPU, where it equals :meth:`StateModel.step` / ``forward`` exactly. :class:`Graphs` (one per
-model) creates runners on first use, shares one memory pool, and lends each decoder to one
-generation at a time (two interleaved generations never share a state buffer).
+model) creates runners on first use and lends each decoder to one generation at a time (two
+interleaved generations never share a state buffer). Each graph has its own memory pool: in a shared
+one a later graph's outputs may sit where an earlier graph keeps its temporaries, and a decoder's
+logits must survive other graphs' replays until its generation reads them.
 """
 
 from __future__ import annotations
@@ -40,14 +42,13 @@ BUCKETS = (4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)  # token lengths w
 class _Runner:
     """What both runners share: the model's backend, static buffers, the capture itself."""
 
-    def __init__(self, model, batch_size: int, capture: bool, pool=None):
+    def __init__(self, model, batch_size: int, capture: bool):
         self.model, self.backend, self.batch_size = model, model.backend, int(batch_size)
         self.device = model.device
         self.state = model.empty_state(self.batch_size)  # static: what the graph reads (and writes)
         self.graph: torch.cuda.CUDAGraph | None = None
         self._outputs: tuple | None = None
         self._capture = capture
-        self._pool = pool
 
     def _record(self) -> None:
         """Warm up on a side stream (kernels compile, libraries initialise), then capture."""
@@ -61,7 +62,7 @@ class _Runner:
                     self._body()
             torch.cuda.current_stream(self.device).wait_stream(side)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=self._pool):
+            with torch.cuda.graph(graph):  # a private memory pool
                 self._outputs = self._body()
             self.graph = graph
 
@@ -86,8 +87,8 @@ class _Runner:
 class DecodeGraph(_Runner):
     """Single-token decode over static buffers for ``batch_size`` rows."""
 
-    def __init__(self, model, batch_size: int, capture: bool, pool=None):
-        super().__init__(model, batch_size, capture, pool)
+    def __init__(self, model, batch_size: int, capture: bool):
+        super().__init__(model, batch_size, capture)
         self.ids = torch.zeros(self.batch_size, dtype=torch.long, device=self.device)
         self.n_tokens: list[int] | None = None  # None until a state is loaded
         self._record()
@@ -139,8 +140,8 @@ class DecodeGraph(_Runner):
 class SequenceGraph(_Runner):
     """Reads up to ``length`` tokens per row from a given state, in one fixed-shape forward."""
 
-    def __init__(self, model, batch_size: int, length: int, capture: bool, pool=None):
-        super().__init__(model, batch_size, capture, pool)
+    def __init__(self, model, batch_size: int, length: int, capture: bool):
+        super().__init__(model, batch_size, capture)
         self.length = int(length)
         self.ids = torch.zeros(self.batch_size, self.length, dtype=torch.long, device=self.device)
         self.lengths = torch.full((self.batch_size,), self.length, dtype=torch.long, device=self.device)
@@ -172,12 +173,11 @@ class SequenceGraph(_Runner):
 
 
 class Graphs:
-    """A model's runners: created (and captured, when ``capture``) on first use, one memory pool."""
+    """A model's runners: created (and captured, when ``capture``) on first use."""
 
     def __init__(self, model, capture: bool, buckets: Sequence[int] = BUCKETS):
         self.model, self.capture = model, capture
         self.buckets = tuple(sorted(buckets))
-        self._pool = torch.cuda.graph_pool_handle() if capture else None
         self._decoders: dict[int, list[DecodeGraph]] = {}
         self._sequences: dict[tuple[int, int], SequenceGraph] = {}
         self._busy: set[int] = set()
@@ -195,7 +195,7 @@ class Graphs:
         with self._lock:
             if key not in self._sequences:
                 log.info("capturing a %d-token sequence graph for %d rows", bucket, batch_size)
-                self._sequences[key] = SequenceGraph(self.model, batch_size, bucket, self.capture, self._pool)
+                self._sequences[key] = SequenceGraph(self.model, batch_size, bucket, self.capture)
             return self._sequences[key]
 
     def forward(self, ids: torch.Tensor, state: SkillState | None):
@@ -209,12 +209,12 @@ class Graphs:
     def decoder(self, batch_size: int) -> Iterator[DecodeGraph]:
         """Lend a decoder of ``batch_size`` rows for one generation (another is made when all are lent)."""
         with self._lock:
-            pool = self._decoders.setdefault(batch_size, [])
-            runner = next((r for r in pool if id(r) not in self._busy), None)
+            runners = self._decoders.setdefault(batch_size, [])
+            runner = next((r for r in runners if id(r) not in self._busy), None)
             if runner is None:
                 log.info("capturing a decode graph for %d rows", batch_size)
-                runner = DecodeGraph(self.model, batch_size, self.capture, self._pool)
-                pool.append(runner)
+                runner = DecodeGraph(self.model, batch_size, self.capture)
+                runners.append(runner)
             self._busy.add(id(runner))
         try:
             yield runner
