@@ -147,3 +147,23 @@ def test_cuda_graph_decode_equals_eager_token_for_token(arch, mamba_dir, mamba2_
         torch.testing.assert_close(logits_g, logits_e, rtol=0, atol=0)
         torch.testing.assert_close(logits_g, ref_logits, rtol=1e-4, atol=1e-4)
         tokens = greedy_g.clone()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("arch", ["mamba", "mamba2"])
+def test_cuda_sequence_graph_equals_the_eager_kernels(arch, mamba_dir, mamba2_dir):
+    """A captured 16-token graph reading 1, 7 and 16 tokens from injected states: the same logits
+    and state as the kernels run eagerly on exactly those tokens."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    pytest.importorskip("triton")
+    model = load_model(mamba_dir if arch == "mamba" else mamba2_dir, device="cuda", impl="triton")
+    start = _rows(model, 2, seed=4)
+    runner = SequenceGraph(model, 2, 16, capture=True)
+    assert runner.graph is not None
+    for length in (1, 7, 16):
+        ids = torch.randint(3, model.vocab_size, (2, length), generator=torch.Generator().manual_seed(length)).cuda()
+        logits, after = runner.run(ids, start)
+        want, want_state = model.forward_with_grad(ids, start, logits="last")
+        torch.testing.assert_close(logits, want, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(after.fixed, want_state.fixed, rtol=1e-4, atol=1e-5)
