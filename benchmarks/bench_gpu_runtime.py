@@ -109,6 +109,8 @@ def decode_rows(name, model, demos, args, device) -> list[tuple]:
     rows.append((f"decode tok/s, batch 1 (generate, {n_new} new tokens)", name, f"{1 / fast:.0f} tok/s",
                  f"{1 / eager:.0f} tok/s eager", f"{eager / fast:.1f}x", goal(name, "decode", ">= {} tok/s")))
     steps = max(2, n_new // 2)
+    if model.graphs() is None:
+        return rows + [graphs_failed(name, model)]
     for b in args.batches:
         g = torch.Generator().manual_seed(b)
         batch_state = model.capture(torch.randint(3, model.vocab_size, (b, min(64, demos.shape[1])), generator=g).to(device))
@@ -129,9 +131,17 @@ def capture_rows(name, model, demos, args, device) -> list[tuple]:
              f"{t_eager / t_graph:.1f}x", goal(name, "capture_ms", "<= {} ms"))]
 
 
+def graphs_failed(name, model) -> tuple:
+    why = model._graphs.failed if model._graphs is not None else "graphs are off"
+    return ("CUDA graphs: capture FAILED, the rows above ran eagerly", name, why, "", "", "captures")
+
+
 def launch_rows(name, model, state, device) -> list[tuple]:
     """GPU operations and host-side launches for one decoded token: eager step vs graph replay."""
     from torch.profiler import ProfilerActivity, profile
+
+    if model.graphs() is None:
+        return [graphs_failed(name, model)]
 
     def count(fn):
         fn()  # warm

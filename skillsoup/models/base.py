@@ -179,7 +179,7 @@ class StateModel:
             return None
         if self._graphs is None:
             self._graphs = Graphs(self, capture=self.device.type == "cuda")
-        return self._graphs
+        return None if self._graphs.failed else self._graphs
 
     @contextlib.contextmanager
     def decoding(self, batch_size: int = 1) -> Iterator[DecodeGraph | None]:

@@ -178,6 +178,7 @@ class Graphs:
     def __init__(self, model, capture: bool, buckets: Sequence[int] = BUCKETS):
         self.model, self.capture = model, capture
         self.buckets = tuple(sorted(buckets))
+        self.failed: str | None = None  # why a capture failed: the model then runs eagerly
         self._decoders: dict[int, list[DecodeGraph]] = {}
         self._sequences: dict[tuple[int, int], SequenceGraph] = {}
         self._busy: set[int] = set()
@@ -195,8 +196,20 @@ class Graphs:
         with self._lock:
             if key not in self._sequences:
                 log.info("capturing a %d-token sequence graph for %d rows", bucket, batch_size)
-                self._sequences[key] = SequenceGraph(self.model, batch_size, bucket, self.capture)
+                runner = self._make(SequenceGraph, batch_size, bucket)
+                if runner is None:
+                    return None
+                self._sequences[key] = runner
             return self._sequences[key]
+
+    def _make(self, kind, *args):
+        """A new runner, or None (and graphs off for this model, said once) when capturing fails."""
+        try:
+            return kind(self.model, *args, capture=self.capture)
+        except Exception as exc:  # a capture error must cost speed, not the answer
+            self.failed = f"{type(exc).__name__}: {exc}"
+            log.warning("CUDA graph capture failed (%s); %s runs without graphs", self.failed, self.model.source)
+            return None
 
     def forward(self, ids: torch.Tensor, state: SkillState | None):
         """(logits of the last token, state after ``ids``) through a sequence graph, or None when
@@ -206,19 +219,23 @@ class Graphs:
             return None if runner is None else runner.run(ids, state)
 
     @contextlib.contextmanager
-    def decoder(self, batch_size: int) -> Iterator[DecodeGraph]:
-        """Lend a decoder of ``batch_size`` rows for one generation (another is made when all are lent)."""
+    def decoder(self, batch_size: int) -> Iterator[DecodeGraph | None]:
+        """Lend a decoder of ``batch_size`` rows for one generation (another is made when all are
+        lent); None when capturing one failed (then decode eagerly)."""
         with self._lock:
             runners = self._decoders.setdefault(batch_size, [])
             runner = next((r for r in runners if id(r) not in self._busy), None)
             if runner is None:
                 log.info("capturing a decode graph for %d rows", batch_size)
-                runner = DecodeGraph(self.model, batch_size, self.capture)
-                runners.append(runner)
-            self._busy.add(id(runner))
+                runner = self._make(DecodeGraph, batch_size)
+                if runner is not None:
+                    runners.append(runner)
+            if runner is not None:
+                self._busy.add(id(runner))
         try:
             yield runner
         finally:
-            with self._lock:
-                self._busy.discard(id(runner))
-                runner.n_tokens = None
+            if runner is not None:
+                with self._lock:
+                    self._busy.discard(id(runner))
+                    runner.n_tokens = None

@@ -168,3 +168,23 @@ def test_cuda_sequence_graph_equals_the_eager_kernels(arch, mamba_dir, mamba2_di
         want, want_state = model.forward(ids, start, logits="last")
         torch.testing.assert_close(logits, want, rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(after.fixed, want_state.fixed, rtol=1e-4, atol=1e-5)
+
+
+def test_a_failed_capture_falls_back_to_the_eager_path(mamba_dir, monkeypatch, caplog):
+    import skillsoup.models.graphs as graphs_module
+
+    model = load_model(mamba_dir, impl="ref")
+    model.use_graphs = True
+    state = model.capture([5, 6, 7])
+    want = list(load_model(mamba_dir, impl="ref").generate_ids([4], state, max_new_tokens=6, stop_ids=()))
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(graphs_module, "DecodeGraph", broken)
+    monkeypatch.setattr(graphs_module, "SequenceGraph", broken)
+    with caplog.at_level("WARNING"):
+        got = list(model.generate_ids([4], state, max_new_tokens=6, stop_ids=()))
+    assert got == want
+    assert model.graphs() is None and "not permitted" in model._graphs.failed
+    assert "CUDA graph capture failed" in caplog.text

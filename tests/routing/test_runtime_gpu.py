@@ -75,6 +75,7 @@ def test_runtime_on_cuda_with_graphs_answers_as_without(mamba_dir):
     finally:
         torch.backends.cuda.matmul.allow_tf32 = saved
     assert with_graphs == without
+    assert model._graphs.failed is None, model._graphs.failed
     assert soup.cache.device.type == "cuda" and all(s.device.type == "cuda" for s in soup.cache._items.values())
     timings = soup.answer("ten seconds", skills=["timer"], max_new_tokens=8).timings
     assert timings.first_token_ms > 0 and timings.n_tokens > 0
