@@ -77,6 +77,7 @@ def _selective_scan_kernel(
         Ct = tl.load(C_ptr + b * s_cb + offs_n[:, None] * s_cn + offs_l[None, :] * s_cl, mask=mask_nl, other=0.0)
         # tiles are [D, N, L]: the scan runs along the innermost axis, the compiler's best-trodden path
         dA = tl.exp(dt[:, None, :] * A[:, :, None])  # [D, N, L]
+        dA = tl.where(dt[:, None, :] == 0.0, 1.0, dA)  # padding (and dt = 0) pass the state through exactly
         dBu = (dt * u)[:, None, :] * Bt.to(tl.float32)[None, :, :]  # [D, N, L]
         dA_cum, dBu_cum = tl.associative_scan((dA, dBu), axis=2, combine_fn=_first_order)
         states = dA_cum * h[:, :, None] + dBu_cum  # [D, N, L]: h_t for every token of the tile
@@ -92,11 +93,16 @@ def _selective_scan_kernel(
     tl.store(hT_ptr + (b * d + offs_d[:, None]) * n + offs_n[None, :], h, mask=mask_dn)
 
 
+# Tokens per tile (a power of two), or None for the default below. benchmarks/bench_gpu.py sweeps it:
+# longer tiles mean fewer sequential steps per program and more programs (fewer channels each).
+TOKENS_PER_TILE: int | None = None
+
+
 def _blocks(d: int, l: int, n: int) -> tuple[int, int, int]:
     """(BLOCK_D, BLOCK_L, BLOCK_N): about 2,048 elements per [D, N, L] tile keeps registers in check;
     short inputs get a short tile (at least 4 tokens, to keep size-1 scan axes out of the compiler)."""
     block_n = pow2(n)
-    block_l = min(16 if block_n <= 16 else 8, pow2(l, floor=4))
+    block_l = min(TOKENS_PER_TILE or (16 if block_n <= 16 else 8), pow2(l, floor=4))
     block_d = max(1, min(pow2(d), 2048 // (block_l * block_n)))
     return block_d, block_l, block_n
 

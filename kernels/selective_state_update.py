@@ -8,6 +8,7 @@ kernel, which updates in place) the new state is returned as a new tensor and th
 
 from __future__ import annotations
 
+import torch
 import triton
 import triton.language as tl
 from skillsoup_kernels._common import check_device, needs_grad, new_output, on_device, pow2, silu, softplus
@@ -51,7 +52,7 @@ def _selective_state_update_kernel(
         y += tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32) * x
     if HAS_Z:
         y *= silu(tl.load(z_ptr + b * s_zb + offs_d * s_zd, mask=mask_d, other=0.0).to(tl.float32))
-    tl.store(y_ptr + b * d + offs_d, y, mask=mask_d)
+    tl.store(y_ptr + b * d + offs_d, y.to(y_ptr.dtype.element_ty), mask=mask_d)
     tl.store(h_out_ptr + (b * d + offs_d[:, None]) * n + offs_n[None, :], h, mask=mask_dn)
 
 
@@ -64,18 +65,37 @@ def selective_state_update(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, 
     if needs_grad(state, x, dt, A, B, C, D, z, dt_bias):
         return ops.selective_state_update(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus)
     device = check_device("selective_state_update", state, x, dt, A, B, C, D, z, dt_bias)
+    y = new_output(x.shape, device)
+    new_state = new_output(state.shape, device)
+    _launch(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, y, new_state)
+    return y, new_state
+
+
+def selective_state_update_(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_softplus=False,
+                            out_dtype=torch.float32):
+    """The step written into ``state`` (contiguous float32, updated in place: each element is read
+    before the same program writes it); y [b, d] in ``out_dtype``. Same signature as
+    ``skillsoup.models.step_ops.selective_state_update_``: what the decode graphs capture."""
+    device = check_device("selective_state_update_", state, x, dt, A, B, C, D, z, dt_bias)
+    if not state.is_contiguous() or state.dtype != torch.float32:
+        raise ValueError("selective_state_update_: the state must be a contiguous float32 tensor")
+    y = new_output(x.shape, device, out_dtype)
+    _launch(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, y, state)
+    return y
+
+
+def _launch(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, y, new_state) -> None:
+    """One launch: y and new_state (contiguous) from state; new_state may be state itself."""
     bsz, d, n = state.shape
     if x.shape != (bsz, d) or dt.shape != (bsz, d) or B.shape != (bsz, n) or C.shape != (bsz, n) or A.shape != (d, n):
         raise ValueError("selective_state_update: shapes must be state [b, d, n], x/dt [b, d], A [d, n], B/C [b, n]")
     D = D.contiguous() if D is not None else None  # [d], read with stride 1
     dt_bias = dt_bias.contiguous() if dt_bias is not None else None
-    y = new_output((bsz, d), device)
-    new_state = new_output((bsz, d, n), device)
     block_n = pow2(n)
     block_d = max(1, min(pow2(d), 4096 // block_n, 64))
     zs = z.stride() if z is not None else (0, 0)
     grid = (bsz, triton.cdiv(d, block_d))
-    with on_device(device):
+    with on_device(state.device):
         _selective_state_update_kernel[grid](
             state, x, dt, A, B, C, D if D is not None else x, z if z is not None else x,
             dt_bias if dt_bias is not None else x, y, new_state,
@@ -84,7 +104,6 @@ def selective_state_update(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, 
             HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=dt_bias is not None, SOFTPLUS=bool(dt_softplus),
             BLOCK_D=block_d, BLOCK_N=block_n,
         )
-    return y, new_state
 
 
 def selective_state_update_ref(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_softplus=False):

@@ -17,8 +17,9 @@ same state.
 The query is rendered with the top-weighted skill's template (``Skill.render_query``), so the model
 reads it in the format its demonstrations taught, and the answer ends at that template's
 ``stop_strings()``. With no skill the default template is used and the model starts from its
-neutral state (BOS). States come from ``registry.state(name, model)`` through an in-memory LRU
-(:class:`~skillsoup.states.cache.StateCache`).
+neutral state (BOS). States come from ``registry.state(name, model)`` through an LRU on the model's
+device (:class:`~skillsoup.states.bank.StateBank`: on a GPU, resident there and fed from pinned host
+memory), and K of them mix in one launch into the state the model reads.
 
 Timings (milliseconds unless named otherwise):
     route_ms            routing (0 when skills are pinned or routing is off)
@@ -41,7 +42,8 @@ from skillsoup.errors import GenerationError, MixError, RoutingError, UnknownSki
 from skillsoup.models.generation import StopDecoder, check_generation_options, eos_ids
 from skillsoup.routing.router import Router, SkillMatch, check_query
 from skillsoup.skills.skill import DEFAULT_TEMPLATE, Skill
-from skillsoup.states.cache import DEFAULT_BUDGET, StateCache
+from skillsoup.states.bank import StateBank
+from skillsoup.states.cache import DEFAULT_BUDGET
 from skillsoup.states.mixing import CONV_POLICIES, KV_POLICIES, mix, parse_layers
 from skillsoup.states.state import SkillState
 
@@ -193,7 +195,7 @@ class SkillSoup:
         self.registry = registry
         self.model = model
         self.router = router or Router(registry, model)
-        self.cache = StateCache(cache_bytes)
+        self.cache = StateBank(cache_bytes, device=model.device if model is not None else "cpu")  # on the GPU there
         self._owns_registry = owns_registry
 
     @classmethod

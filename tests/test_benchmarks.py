@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -95,3 +97,30 @@ def test_bench_serve_runs_on_a_tiny_load(capsys):
     assert [r["clients"] for r in rows] == [1, 2] and all(r["tok_s"] > 0 and r["requests"] >= 2 for r in rows)
     assert "| 2 | 4 |" in out and "load average" in out and "x one at a time" in out
 
+
+@pytest.mark.slow
+def test_bench_gpu_dry_run_walks_every_row():
+    """bench_gpu.py runs once per lent GPU session (scripts/gpu_check.sh): its CPU dry run (the
+    Triton interpreter, static buffers without graphs) must reach every row."""
+    pytest.importorskip("triton")
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, TRITON_INTERPRET="1", OMP_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, "benchmarks/bench_gpu.py", "--dry-run", "--sweep-tiles", ""],
+                          capture_output=True, text=True, env=env, cwd=root, timeout=1200)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    for row in ("| mix 8 flat states", "| prefill 8 tokens", "| TTFT: skill", "| decode tok/s, batch 1 (generate",
+                "| decode tok/s, batch 2 (rows", "| capture 16 tokens", "| GPU ops / host launches",
+                "| end-to-end answer, 2 skills resident", "| end-to-end answer, 2 skills from pinned host",
+                "| equal: float32 vs float64"):
+        assert row in done.stdout, f"{row!r} missing from the table"
+
+
+def test_gpu_exactness_reference_path_on_cpu(capsys, tmp_path):
+    import gpu_exactness
+
+    out = tmp_path / "exact.md"
+    code = gpu_exactness.main(["--cpu", "--hidden", "32", "--layers", "2", "--rows", "1", "--demo-tokens", "8",
+                               "--query-tokens", "4", "--out", str(out)])
+    text = out.read_text()
+    assert code == 0 and "| reference | " in text and "| selective scan (+D, gate) | 1 |" in text
+    assert "### mamba2 hidden 32 x 2 layers" in capsys.readouterr().out

@@ -10,7 +10,9 @@ import typer
 from rich.markup import escape
 
 from skillsoup.cli import app
-from skillsoup.cli.common import ChromaUrlOpt, ModelOpt, RegistryOpt, console, load_cli_model, open_registry
+from skillsoup.cli.common import (
+    ChromaUrlOpt, DeviceOpt, DtypeOpt, ModelOpt, RegistryOpt, console, load_cli_model, open_registry,
+)
 
 HISTORY_FILE = "chat_history"
 
@@ -67,6 +69,8 @@ def chat(
     kv: Annotated[str, typer.Option("--kv", help="Attention KV of mixed skills (hybrid models): top or concat.")] = "top",
     max_tokens: Annotated[int, typer.Option("--max-tokens", "-n", help="Most new tokens per answer.")] = 64,
     temperature: Annotated[float, typer.Option("--temperature", "-t", help="0 = greedy.")] = 0.0,
+    device: DeviceOpt = "cpu",
+    dtype: DtypeOpt = "float32",
 ) -> None:
     """Chat with the model: each request is routed to skills (or uses pinned ones) and answered as
     it is written. /help inside lists the commands."""
@@ -74,7 +78,7 @@ def chat(
     from skillsoup.runtime import SkillSoup
 
     options = ChatOptions(router=router, mix=mix, kv=kv, max_new_tokens=max_tokens, temperature=temperature)  # checked first
-    m = load_cli_model(model)
+    m = load_cli_model(model, device, dtype)
     with open_registry(registry, chroma_url) as reg:
         session = ChatSession(SkillSoup(reg, m), console, options)
         session.first_start(_confirm(yes))

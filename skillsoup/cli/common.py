@@ -27,6 +27,17 @@ ModelOpt = Annotated[
     Optional[str],
     typer.Option("--model", "-m", help="Model checkpoint folder or hub id (default: $SKILLSOUP_MODEL or the demo model)."),
 ]
+DeviceOpt = Annotated[
+    str,
+    typer.Option("--device", help="cpu, cuda or cuda:N. On cuda the Triton kernels run, decoding and short reads "
+                                  "as CUDA graphs, skill states kept on the GPU."),
+]
+DtypeOpt = Annotated[
+    str,
+    typer.Option("--dtype", help="Model weights: float32, bfloat16 or float16 (states stay float32). Skill states "
+                                 "belong to one model and dtype: rebuild them after changing it (skills rebuild)."),
+]
+DTYPES = ("float32", "bfloat16", "float16")
 
 
 def quiet_libraries() -> None:
@@ -54,9 +65,25 @@ def open_registry(registry: Optional[Path], chroma_url: Optional[str]):
     return SkillRegistry.open(registry, chroma_url=chroma_url)
 
 
-def load_cli_model(model: Optional[str]):
-    """--model, else the configured default (a clear error when there is none)."""
-    from skillsoup import config, load_model
+def load_cli_model(model: Optional[str], device: str = "cpu", dtype: str = "float32"):
+    """--model, else the configured default (a clear error when there is none), on --device in --dtype."""
+    import torch
 
+    from skillsoup import config, load_model
+    from skillsoup.errors import ModelLoadError
+
+    if dtype not in DTYPES:
+        raise ModelLoadError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    try:
+        where = torch.device(device)
+    except RuntimeError:
+        raise ModelLoadError(f"--device must be cpu, cuda or cuda:N, got {device!r}") from None
+    if where.type not in ("cpu", "cuda"):
+        raise ModelLoadError(f"--device must be cpu, cuda or cuda:N, got {device!r}")
+    if where.type == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError(f"--device {device}: this machine has no CUDA GPU (or torch was built without CUDA); "
+                             "use --device cpu")
+    if where.type == "cuda" and (where.index or 0) >= torch.cuda.device_count():
+        raise ModelLoadError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     quiet_libraries()
-    return load_model(model or config.default_model())
+    return load_model(model or config.default_model(), device=where, dtype=getattr(torch, dtype))

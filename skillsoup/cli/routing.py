@@ -17,6 +17,8 @@ from rich.table import Table
 from skillsoup.cli import app, eval_app
 from skillsoup.cli.common import (
     ChromaUrlOpt,
+    DeviceOpt,
+    DtypeOpt,
     ModelOpt,
     RegistryOpt,
     console,
@@ -139,13 +141,15 @@ def ask(
     registry: RegistryOpt = None,
     chroma_url: ChromaUrlOpt = None,
     model: ModelOpt = None,
+    device: DeviceOpt = "cpu",
+    dtype: DtypeOpt = "float32",
 ) -> None:
     """Answer a query with the routed (or pinned) skills; the answer goes to stdout as it is
     written, a dim line with the skills and timings to stderr."""
     from skillsoup.runtime import SkillSoup
 
     pins = _pins(skill)
-    m = load_cli_model(model)
+    m = load_cli_model(model, device, dtype)
     with open_registry(registry, chroma_url) as reg:
         soup = SkillSoup(reg, m)
         stream = soup.stream(query, skills=pins, mix=mix, kv=kv, routing=not no_route, router=router, top_k=top_k,

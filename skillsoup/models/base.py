@@ -11,6 +11,7 @@ cache).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterator, Sequence
 
@@ -19,6 +20,7 @@ import torch
 from skillsoup.errors import GenerationError, MixError, ModelLoadError, StateMismatchError
 from skillsoup.models import dispatch
 from skillsoup.models.architectures import architecture
+from skillsoup.models.graphs import DecodeGraph, Graphs
 from skillsoup.models.hf_cache import CacheDtypes
 from skillsoup.models.hybrid import HFBackend
 from skillsoup.models.stack import StackBackend
@@ -51,6 +53,10 @@ class StateModel:
         else:  # pragma: no cover - the table only names these two
             raise ModelLoadError(f"unknown backend {self.architecture.backend!r} for {self.arch}")
         self._neutral: SkillState | None = None
+        # CUDA graphs (skillsoup.models.graphs): None = on for the Triton kernels on CUDA (stack
+        # backend), True = also elsewhere (on CPU the same static buffers run without a graph), False = off
+        self.use_graphs: bool | None = None
+        self._graphs: Graphs | None = None
 
     @property
     def _ops(self):
@@ -149,10 +155,42 @@ class StateModel:
         """Run ``input_ids`` [b, l] starting from ``state`` (None = start of text).
 
         Returns (logits, new_state): logits [b, l, vocab] float32 for ``logits="all"``, [b, vocab]
-        for ``"last"``, None for ``"none"``. The input state is never modified.
+        for ``"last"``, None for ``"none"``. The input state is never modified. With CUDA graphs
+        on (:meth:`graphs`), "last" and "none" replay the graph of the shortest length bucket
+        that holds ``l`` tokens.
         """
         with torch.no_grad():
+            graphs = self.graphs() if logits != "all" else None
+            if graphs is not None:
+                ids = self.as_ids(input_ids)
+                if ids.shape[1]:
+                    done = graphs.forward(ids, self._start(state, ids.shape[0]))
+                    if done is not None:
+                        return (done[0] if logits == "last" else None), done[1]
             return self.forward_with_grad(input_ids, state, logits=logits)
+
+    def graphs(self) -> Graphs | None:
+        """The model's CUDA-graph runners, when they are on (``use_graphs``; by default for the
+        Triton kernels on CUDA, stack backend only, and only where padding is exact)."""
+        if not isinstance(self.backend, StackBackend) or not self.backend.pads_exactly:
+            return None
+        on_gpu_kernels = self.device.type == "cuda" and self.impl_name == "triton"
+        if not (on_gpu_kernels if self.use_graphs is None else self.use_graphs):
+            return None
+        if self._graphs is None:
+            self._graphs = Graphs(self, capture=self.device.type == "cuda")
+        return None if self._graphs.failed else self._graphs
+
+    @contextlib.contextmanager
+    def decoding(self, batch_size: int = 1) -> Iterator[DecodeGraph | None]:
+        """A decoder of ``batch_size`` rows lent for one generation, or None when graphs are off
+        (then decode with :meth:`step`)."""
+        graphs = self.graphs()
+        if graphs is None:
+            yield None
+            return
+        with graphs.decoder(batch_size) as runner:
+            yield runner
 
     def forward_with_grad(self, input_ids, state: SkillState | None = None, *, logits: str = "all"):
         """:meth:`forward` with autograd on: for training the model or tuning a state."""

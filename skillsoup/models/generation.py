@@ -69,13 +69,23 @@ def generate_ids(
     if max_new_tokens == 0:
         return
     logits, state = model.forward(ids, state, logits="last")
-    for i in range(max_new_tokens):
-        token = sample(logits[0], temperature, top_p, top_k, generator)
-        if token in stop_ids:
-            return
-        yield token
-        if i + 1 < max_new_tokens:
-            logits, state = model.step([token], state)
+    greedy = None
+    with model.decoding(1) as decoder:  # a CUDA-graph decoder on the GPU kernels, else None
+        if decoder is not None:
+            decoder.load(state)
+        for i in range(max_new_tokens):
+            if greedy is not None and temperature == 0:
+                token = int(greedy[0])  # the argmax the graph already took
+            else:
+                token = sample(logits[0], temperature, top_p, top_k, generator)
+            if token in stop_ids:
+                return
+            yield token
+            if i + 1 < max_new_tokens:
+                if decoder is not None:
+                    logits, greedy = decoder.step(token)
+                else:
+                    logits, state = model.step([token], state)
 
 
 class StopDecoder:

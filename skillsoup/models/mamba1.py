@@ -34,25 +34,32 @@ def _split_xproj(mixer, x):  # x [b, l, d] after conv
     return dt, B, C
 
 
-def forward(mixer, hidden, conv_state, ssm_state, impl, log_decay=None):
+def forward(mixer, hidden, conv_state, ssm_state, impl, log_decay=None, lengths=None):
     """hidden [b, l, hidden] -> (out [b, l, hidden], conv_state [b, d, k], ssm_state [b, d, n]).
 
     ``log_decay``: None on the normal path; a list to append this call's total log-decay to
-    ([b, d, n], A * sum dt), which decay mixing needs (skillsoup.models.chunks)."""
+    ([b, d, n], A * sum dt), which decay mixing needs (skillsoup.models.chunks).
+    ``lengths``: None, or [b] int64 on the device: row r's tokens after lengths[r] are padding
+    (a fixed-length CUDA graph reading a shorter query); the returned states are those after each
+    row's real tokens, exactly (see :func:`ops.padding_is_noop`)."""
     dtype = hidden.dtype
     x, gate = mixer.in_proj(hidden).transpose(1, 2).chunk(2, dim=1)  # [b, d, l] each
-    x, conv_state = impl.causal_conv1d(
+    conv_in = x
+    x, conv_state_out = impl.causal_conv1d(
         x, mixer.conv1d.weight.squeeze(1), mixer.conv1d.bias, conv_state, activation=mixer.activation
     )  # [b, d, l]
     dt, B, C = _split_xproj(mixer, x.transpose(1, 2))
-    A = -torch.exp(mixer.A_log.float())  # [d, n]
+    if lengths is not None:
+        conv_state_out = ops.conv_window_at(conv_state, conv_in, lengths)
+        dt = ops.padding_is_noop(dt, lengths)
+    A = -torch.exp(ops.upcast(mixer.A_log))  # [d, n]
     if log_decay is not None:
         log_decay.append(ops.selective_scan_log_decay(dt.transpose(1, 2), A, mixer.dt_proj.bias, True))
     y, ssm_state = impl.selective_scan(
         x, dt.transpose(1, 2), A, B.transpose(1, 2), C.transpose(1, 2), D=mixer.D, z=gate,
         delta_bias=mixer.dt_proj.bias, delta_softplus=True, initial_state=ssm_state,
     )  # [b, d, l]
-    return mixer.out_proj(y.transpose(1, 2).to(dtype)), conv_state.float(), ssm_state
+    return mixer.out_proj(y.transpose(1, 2).to(dtype)), conv_state_out.float(), ssm_state
 
 
 def step(mixer, hidden, conv_state, ssm_state, impl):
@@ -74,6 +81,20 @@ def step(mixer, hidden, conv_state, ssm_state, impl):
         ssm_state, x, dt, A, B, C, D=mixer.D, z=gate, dt_bias=mixer.dt_proj.bias, dt_softplus=True
     )
     return mixer.out_proj(y.to(dtype)), conv_state, ssm_state
+
+
+def step_inplace(mixer, hidden, conv_state, ssm_state, decode, A):
+    """:func:`step` writing the new conv window and SSM state into ``conv_state`` / ``ssm_state``
+    (views of a state's flat buffer): what the decode graphs capture. ``decode`` holds the in-place
+    ops (``step_ops`` or their Triton twins), ``A`` is -exp(A_log), computed once by the caller.
+    Returns out [b, hidden]."""
+    dtype = hidden.dtype
+    x, gate = mixer.in_proj(hidden).chunk(2, dim=-1)  # [b, d] each
+    x = decode.conv_step_(conv_state, x, mixer.conv1d.weight.squeeze(1), mixer.conv1d.bias, "silu")  # as step
+    dt, B, C = _split_xproj(mixer, x)
+    y = decode.selective_state_update_(ssm_state, x, dt, A, B, C, D=mixer.D, z=gate, dt_bias=mixer.dt_proj.bias,
+                                       dt_softplus=True, out_dtype=dtype)
+    return mixer.out_proj(y)
 
 
 # ---- inside a transformers model ------------------------------------------------------------------

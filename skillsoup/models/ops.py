@@ -10,6 +10,8 @@ Glossary (mirrors mamba-ssm's names):
     h heads, p head dim, g groups (Mamba-2)
     delta / dt   the input-dependent step size, A the (negative) decay rates, B/C input/output maps
 Conv state convention: ``[b, c, k]``, the last k inputs (Hugging Face's); causal-conv1d keeps k-1.
+Precision: everything is computed in float32, except that float64 inputs stay float64 (a float64
+model then runs a float64 reference of itself: ``skillsoup.models.precision``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,15 @@ _MAX_LOG_DECAY_GRAD = 30.0
 # below this chunk size the factored form loses to the doubling scan, which is stable for any decay
 _MIN_FACTORED_CHUNK = 16
 _DOUBLING_CHUNK = 16
+
+
+def _compute_dtype(t: torch.Tensor) -> torch.dtype:
+    return torch.float64 if t.dtype == torch.float64 else torch.float32
+
+
+def upcast(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in the compute dtype: float32, or float64 kept as it is."""
+    return t if t.dtype == torch.float64 else t.float()
 
 
 # ---- causal depthwise conv -------------------------------------------------------------------
@@ -48,6 +59,29 @@ def causal_conv1d(x, weight, bias=None, initial_states=None, activation=None):
 causal_conv1d_ref = causal_conv1d  # F.conv1d on the concatenated history is already the spec
 
 
+def conv_window_at(initial_states, x, lengths):
+    """The conv state after row r's first ``lengths[r]`` inputs: what ``causal_conv1d`` returns
+    as final_states when the rest of x is padding. initial_states [b, c, k], x [b, c, l] (the conv's
+    input), lengths [b] int64 -> [b, c, k] in x's dtype."""
+    b, c, k = initial_states.shape
+    full = torch.cat([initial_states.to(x.dtype), x], dim=-1)  # [b, c, k + l]
+    index = (lengths.view(b, 1, 1) + torch.arange(k, device=x.device)).expand(b, c, k)
+    return full.gather(-1, index)
+
+
+# a step size whose softplus (and clamp from below at 0) is exactly 0 in float32: exp(-1e4) == 0
+_PAD_DT = -1.0e4
+
+
+def padding_is_noop(dt, lengths):
+    """dt [b, l, ...] (before its bias and softplus) with the tokens at or after ``lengths[r]`` set
+    so that softplus(dt + bias) is exactly 0: their decay is exp(0) = 1 and their input dt * x * B
+    is 0, so a padded token leaves the SSM state exactly as it was."""
+    position = torch.arange(dt.shape[1], device=dt.device)
+    pad = (position[None, :] >= lengths[:, None]).view(*dt.shape[:2], *([1] * (dt.dim() - 2)))
+    return dt.masked_fill(pad, _PAD_DT)
+
+
 def conv_state_to_causal_conv1d(conv_state):
     """HF keeps k columns, causal-conv1d's initial_states keeps k-1: the one place we convert."""
     return conv_state[..., 1:]
@@ -55,9 +89,9 @@ def conv_state_to_causal_conv1d(conv_state):
 
 # ---- Mamba-1 selective scan ----------------------------------------------------------------------
 def _prep_delta(delta, delta_bias, delta_softplus, channel_dim=-2):
-    delta = delta.float()
+    delta = upcast(delta)
     if delta_bias is not None:  # bias is per channel d: [b, d, l] needs it as [d, 1], [b, d] as [d]
-        delta = delta + (delta_bias.float()[..., None] if channel_dim == -2 else delta_bias.float())
+        delta = delta + (upcast(delta_bias)[..., None] if channel_dim == -2 else upcast(delta_bias))
     return F.softplus(delta) if delta_softplus else delta
 
 
@@ -80,23 +114,23 @@ def selective_scan(
     """
     bsz, d, l = u.shape
     delta = _prep_delta(delta, delta_bias, delta_softplus)  # [b, d, l]
-    A = A.float()
-    dtu = delta * u.float()
-    h = u.new_zeros(bsz, d, A.shape[-1], dtype=torch.float32) if initial_state is None else initial_state.float()
+    A = upcast(A)
+    dtu = delta * upcast(u)
+    h = u.new_zeros(bsz, d, A.shape[-1], dtype=_compute_dtype(u)) if initial_state is None else initial_state.to(_compute_dtype(u))
     a_max = A.detach().abs().amax(-1)  # [d], fastest decay per channel
     ys = []
     for start in range(0, l, block_size):
         end = min(start + block_size, l)
         t = _safe_chunk_size(delta[:, :, start:end], a_max, chunk_size)
         scan = _scan_block if t >= _MIN_FACTORED_CHUNK else _scan_block_doubling
-        y, h = scan(h, delta[:, :, start:end], dtu[:, :, start:end], A, B[:, :, start:end].float(),
-                    C[:, :, start:end].float(), t if t >= _MIN_FACTORED_CHUNK else _DOUBLING_CHUNK)
+        y, h = scan(h, delta[:, :, start:end], dtu[:, :, start:end], A, upcast(B[:, :, start:end]),
+                    upcast(C[:, :, start:end]), t if t >= _MIN_FACTORED_CHUNK else _DOUBLING_CHUNK)
         ys.append(y)
-    y = torch.cat(ys, dim=-1) if ys else u.new_zeros(bsz, d, 0, dtype=torch.float32)
+    y = torch.cat(ys, dim=-1) if ys else u.new_zeros(bsz, d, 0, dtype=_compute_dtype(u))
     if D is not None:
-        y = y + u.float() * D.float()[:, None]
+        y = y + upcast(u) * upcast(D)[:, None]
     if z is not None:
-        y = y * F.silu(z.float())
+        y = y * F.silu(upcast(z))
     return y, h
 
 
@@ -106,7 +140,7 @@ def _safe_chunk_size(delta, a_max, chunk_size):
     backward multiplies by exp(-log E) once more)."""
     limit = _MAX_LOG_DECAY_GRAD if torch.is_grad_enabled() else _MAX_LOG_DECAY
     l = delta.shape[-1]
-    rate = (delta.detach() * a_max[:, None]).float()  # [b, d, l] log-decay per token, fastest state
+    rate = upcast(delta.detach() * a_max[:, None])  # [b, d, l] log-decay per token, fastest state
     t = 1 << max(0, min(chunk_size, l) - 1).bit_length()
     while t > 1:
         padded = F.pad(rate, (0, -l % t)).unflatten(-1, (-1, t))  # [b, d, nc, t]
@@ -179,17 +213,17 @@ def selective_scan_ref(
     del chunk_size
     delta = _prep_delta(delta, delta_bias, delta_softplus)
     bsz, d, l = u.shape
-    h = u.new_zeros(bsz, d, A.shape[-1], dtype=torch.float32) if initial_state is None else initial_state.float()
+    h = u.new_zeros(bsz, d, A.shape[-1], dtype=_compute_dtype(u)) if initial_state is None else initial_state.to(_compute_dtype(u))
     ys = []
     for t in range(l):
-        dA = torch.exp(delta[:, :, t, None] * A.float())  # [b, d, n]
-        h = dA * h + (delta[:, :, t] * u[:, :, t].float())[..., None] * B[:, None, :, t].float()
-        ys.append((h * C[:, None, :, t].float()).sum(-1))
+        dA = torch.exp(delta[:, :, t, None] * upcast(A))  # [b, d, n]
+        h = dA * h + (delta[:, :, t] * upcast(u[:, :, t]))[..., None] * upcast(B[:, None, :, t])
+        ys.append((h * upcast(C[:, None, :, t])).sum(-1))
     y = torch.stack(ys, dim=-1) if ys else u.new_zeros(bsz, d, 0)
     if D is not None:
-        y = y + u.float() * D.float()[:, None]
+        y = y + upcast(u) * upcast(D)[:, None]
     if z is not None:
-        y = y * F.silu(z.float())
+        y = y * F.silu(upcast(z))
     return y, h
 
 
@@ -199,27 +233,27 @@ def selective_scan_log_decay(delta, A, delta_bias=None, delta_softplus=False):
     delta [b, d, l] is prepared exactly as :func:`selective_scan` prepares it; exp of the result
     carries a state from before the tokens to after them (decay mixing, ``skillsoup.models.chunks``).
     """
-    return _prep_delta(delta, delta_bias, delta_softplus).sum(-1)[..., None] * A.float()
+    return _prep_delta(delta, delta_bias, delta_softplus).sum(-1)[..., None] * upcast(A)
 
 
 def selective_state_update(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_softplus=False):
     """One Mamba-1 decode step. state [b, d, n], x/dt/z [b, d], B/C [b, n] -> (y [b, d], new state).
     Mirrors mamba-ssm's selective_state_update (which updates in place; this returns a new state)."""
     dt = _prep_delta(dt, dt_bias, dt_softplus, channel_dim=-1)
-    new_state = torch.exp(dt[..., None] * A.float()) * state.float() + (dt * x.float())[..., None] * B.float()[:, None, :]
-    y = (new_state * C.float()[:, None, :]).sum(-1)
+    new_state = torch.exp(dt[..., None] * upcast(A)) * upcast(state) + (dt * upcast(x))[..., None] * upcast(B)[:, None, :]
+    y = (new_state * upcast(C)[:, None, :]).sum(-1)
     if D is not None:
-        y = y + x.float() * D.float()
+        y = y + upcast(x) * upcast(D)
     if z is not None:
-        y = y * F.silu(z.float())
+        y = y * F.silu(upcast(z))
     return y, new_state
 
 
 # ---- Mamba-2 (SSD) chunked scan ----------------------------------------------------------------
 def _prep_dt2(dt, dt_bias, dt_softplus, dt_limit):
-    dt = dt.float()
+    dt = upcast(dt)
     if dt_bias is not None:
-        dt = dt + dt_bias.float()
+        dt = dt + upcast(dt_bias)
     if dt_softplus:
         dt = F.softplus(dt)
     return dt.clamp(min=dt_limit[0], max=dt_limit[1])
@@ -247,15 +281,15 @@ def ssd_scan(
     bsz, l, nh, hp = x.shape
     g, n = B.shape[2], B.shape[3]
     dt = _prep_dt2(dt, dt_bias, dt_softplus, dt_limit)  # [b, l, h]
-    xf = x.float()
-    Bh = B.float().repeat_interleave(nh // g, dim=2)  # [b, l, h, n]
-    Ch = C.float().repeat_interleave(nh // g, dim=2)
-    h = x.new_zeros(bsz, nh, hp, n, dtype=torch.float32) if initial_states is None else initial_states.float()
+    xf = upcast(x)
+    Bh = upcast(B).repeat_interleave(nh // g, dim=2)  # [b, l, h, n]
+    Ch = upcast(C).repeat_interleave(nh // g, dim=2)
+    h = x.new_zeros(bsz, nh, hp, n, dtype=_compute_dtype(x)) if initial_states is None else initial_states.to(_compute_dtype(x))
     ys = []
     for start in range(0, l, chunk_size):
         end = min(start + chunk_size, l)
         xdt = xf[:, start:end] * dt[:, start:end, :, None]  # [b, t, h, p]
-        a = (dt[:, start:end] * A.float()).transpose(1, 2)  # [b, h, t], log decays
+        a = (dt[:, start:end] * upcast(A)).transpose(1, 2)  # [b, h, t], log decays
         a_cum = torch.cumsum(a, dim=-1)  # [b, h, t]
         Bc, Cc = Bh[:, start:end], Ch[:, start:end]
         decay_in = torch.exp(_segsum(a))  # [b, h, t, s]
@@ -269,7 +303,7 @@ def ssd_scan(
         )
     y = torch.cat(ys, dim=1) if ys else xf.new_zeros(bsz, 0, nh, hp)
     if D is not None:
-        y = y + xf * D.float()[:, None]
+        y = y + xf * upcast(D)[:, None]
     return y, h
 
 
@@ -281,7 +315,7 @@ def ssd_scan_ref(
     del chunk_size
     bsz, l, nh, hp = x.shape
     g = B.shape[2]
-    h = x.new_zeros(bsz, nh, hp, B.shape[3], dtype=torch.float32) if initial_states is None else initial_states.float()
+    h = x.new_zeros(bsz, nh, hp, B.shape[3], dtype=_compute_dtype(x)) if initial_states is None else initial_states.to(_compute_dtype(x))
     ys = []
     for t in range(l):
         y, h = ssd_state_update(
@@ -290,23 +324,23 @@ def ssd_scan_ref(
             D, dt_bias, dt_softplus, dt_limit,
         )
         ys.append(y)
-    y = torch.stack(ys, dim=1) if ys else x.new_zeros(bsz, 0, nh, hp, dtype=torch.float32)
+    y = torch.stack(ys, dim=1) if ys else x.new_zeros(bsz, 0, nh, hp, dtype=_compute_dtype(x))
     return y, h
 
 
 def ssd_log_decay(dt, A, dt_bias=None, dt_softplus=False, dt_limit=(0.0, float("inf"))):
     """Total log-decay of a Mamba-2 scan per head, A_h * sum_t dt_t -> [b, h] float32.
     dt [b, l, h] is prepared exactly as :func:`ssd_scan` prepares it (bias, softplus, clamp)."""
-    return _prep_dt2(dt, dt_bias, dt_softplus, dt_limit).sum(1) * A.float()
+    return _prep_dt2(dt, dt_bias, dt_softplus, dt_limit).sum(1) * upcast(A)
 
 
 def ssd_state_update(state, x, dt, A, B, C, D=None, dt_bias=None, dt_softplus=False, dt_limit=(0.0, float("inf"))):
     """One Mamba-2 decode step. state [b, h, p, n], x [b, h, p], dt [b, h], B/C [b, h, n] (per head)
     -> (y [b, h, p], new state). Mirrors mamba-ssm's selective_state_update for Mamba-2 shapes."""
     dt = _prep_dt2(dt, dt_bias, dt_softplus, dt_limit)  # [b, h]
-    decay = torch.exp(dt * A.float())[..., None, None]  # [b, h, 1, 1]
-    new_state = decay * state.float() + (dt[..., None] * x.float())[..., None] * B.float()[:, :, None, :]
-    y = torch.einsum("bhpn,bhn->bhp", new_state, C.float())
+    decay = torch.exp(dt * upcast(A))[..., None, None]  # [b, h, 1, 1]
+    new_state = decay * upcast(state) + (dt[..., None] * upcast(x))[..., None] * upcast(B)[:, :, None, :]
+    y = torch.einsum("bhpn,bhn->bhp", new_state, upcast(C))
     if D is not None:
-        y = y + x.float() * D.float()[:, None]
+        y = y + upcast(x) * upcast(D)[:, None]
     return y, new_state

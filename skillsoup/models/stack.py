@@ -3,7 +3,8 @@ FalconMamba), layer by layer: pre-norm, mixer with its layer's state, residual a
 
 Every mixer takes the state to start from and returns the state it ends in (:mod:`mamba1`,
 :mod:`mamba2`, on the ops ``dispatch`` chose: PyTorch, or Triton kernels on CUDA), so any number of
-tokens continue exactly from any state, in parallel.
+tokens continue exactly from any state, in parallel. :meth:`StackBackend.step_into` is the decode
+step over fixed buffers that :mod:`skillsoup.models.graphs` captures as a CUDA graph.
 """
 
 from __future__ import annotations
@@ -11,41 +12,84 @@ from __future__ import annotations
 import torch
 
 from skillsoup.errors import GenerationError
-from skillsoup.models import mamba1, mamba2
+from skillsoup.models import mamba1, mamba2, ops, step_ops
 from skillsoup.states.state import SkillState
 
 _MIXERS = {"mamba1": mamba1, "mamba2": mamba2}
 
 
 class StackBackend:
-    def __init__(self, hf_model, mixer: str, ops):
+    def __init__(self, hf_model, mixer: str, ops_namespace):
         self.hf = hf_model
         self.backbone = hf_model.backbone
         self.mixer = _MIXERS[mixer]
-        self.ops = ops
+        self.ops = ops_namespace
+        self._rates: dict[int, tuple[torch.Tensor, int, torch.Tensor]] = {}
+        pads = getattr(self.mixer, "pads_exactly", lambda mixer: True)
+        self.pads_exactly = all(pads(layer.mixer) for layer in self.backbone.layers)  # padded reads are exact
 
-    def forward(self, ids: torch.Tensor, start: SkillState, logits: str, log_decay: list | None = None):
+    def forward(self, ids: torch.Tensor, start: SkillState, logits: str, log_decay: list | None = None,
+                lengths: torch.Tensor | None = None, trace: list | None = None):
         """ids [b, l] from ``start`` -> (logits per ``logits`` or None, new state). ``log_decay`` (a
-        list) collects each layer's total log-decay over these tokens (decay mixing)."""
+        list) collects each layer's total log-decay over these tokens (decay mixing). ``lengths``
+        ([b] int64 on the device): row r's tokens from lengths[r] on are padding; the state is the
+        one after the real tokens and ``logits="last"`` gives each row's last real token.
+        Its n_tokens then count the padded length: the caller knows the real one.
+        ``trace`` (a list) collects the residual stream after each layer (precision checks)."""
         extra = {} if log_decay is None else {"log_decay": log_decay}
-        hidden, state = self._blocks(self.mixer.forward, self.backbone.embeddings(ids), start, ids.shape[1], extra)
+        if lengths is not None:
+            extra["lengths"] = lengths
+        hidden, state = self._blocks(self.mixer.forward, self.backbone.embeddings(ids), start, ids.shape[1], extra,
+                                     trace)
         if logits == "none":
             return None, state
-        return self._logits(hidden[:, -1] if logits == "last" else hidden), state
+        if logits == "all":
+            return self._logits(hidden), state
+        last = hidden[:, -1] if lengths is None else hidden[torch.arange(ids.shape[0], device=ids.device), lengths - 1]
+        return self._logits(last), state
 
     def step(self, ids: torch.Tensor, start: SkillState):
         """ids [b] -> (logits [b, vocab], new state): one cheap recurrent update per layer."""
         hidden, state = self._blocks(self.mixer.step, self.backbone.embeddings(ids), start, 1, {})
         return self._logits(hidden), state
 
+    def step_into(self, ids: torch.Tensor, state: SkillState) -> torch.Tensor:
+        """ids [b] -> logits [b, vocab], advancing ``state`` in place (its flat buffer; its n_tokens
+        are the caller's to count). No host sync and nothing that outlives the call: the decode
+        graphs capture exactly this. With the reference ops it equals :meth:`step` bitwise."""
+        decode = getattr(self.ops, "decode", None) or step_ops.DECODE_REF
+        self._check(state)
+        hidden, out = self.backbone.embeddings(ids), None
+        for i, layer in enumerate(self.backbone.layers):
+            hidden, normed = decode.add_rms_norm(hidden, out, layer.norm.weight, layer.norm.variance_epsilon,
+                                                 layer.residual_in_fp32)
+            out = self.mixer.step_inplace(layer.mixer, normed, state.conv[i], state.ssm[i], decode,
+                                          self.decay_rates(layer.mixer))
+        norm_f = self.backbone.norm_f
+        _, normed = decode.add_rms_norm(hidden, out, norm_f.weight, norm_f.variance_epsilon,
+                                        self.backbone.layers[-1].residual_in_fp32, cast_input=False)
+        return self.hf.lm_head(normed.to(self.hf.lm_head.weight.dtype)).float()
+
+    def decay_rates(self, mixer) -> torch.Tensor:
+        """A = -exp(A_log) of a mixer, computed once and again only when A_log changes in place."""
+        A_log = mixer.A_log
+        cached = self._rates.get(id(mixer))
+        if cached is None or cached[0] is not A_log or cached[1] != A_log._version:
+            cached = (A_log, A_log._version, -torch.exp(ops.upcast(A_log)))
+            self._rates[id(mixer)] = cached
+        return cached[2]
+
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
         hidden = self.backbone.norm_f(hidden)
         return self.hf.lm_head(hidden.to(self.hf.lm_head.weight.dtype)).float()
 
-    def _blocks(self, mixer_fn, hidden, start: SkillState, n_new: int, extra: dict):
-        """The residual stack -> (last hidden states, new SkillState in one flat buffer)."""
+    def _check(self, start: SkillState) -> None:
         if start.layout.n_recurrent != len(self.backbone.layers):
             raise GenerationError(f"state has {start.layout.describe()}, the model {len(self.backbone.layers)} layers")
+
+    def _blocks(self, mixer_fn, hidden, start: SkillState, n_new: int, extra: dict, trace: list | None = None):
+        """The residual stack -> (last hidden states, new SkillState in one flat buffer)."""
+        self._check(start)
         conv, ssm = [], []
         for i, layer in enumerate(self.backbone.layers):
             residual = hidden.float() if layer.residual_in_fp32 else hidden
@@ -54,6 +98,8 @@ class StackBackend:
             hidden = residual + out
             conv.append(c)
             ssm.append(s)
+            if trace is not None:
+                trace.append(hidden)
         fixed = torch.cat([t.float().reshape(-1) for t in conv] + [t.float().reshape(-1) for t in ssm])
         n_tokens = [n + n_new for n in start.n_tokens]
         return hidden, SkillState.from_flat(start.layout, fixed, n_tokens, start.fingerprint, start.arch)

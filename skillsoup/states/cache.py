@@ -43,16 +43,22 @@ class StateCache:
 
     def get(self, key: Key, load: Callable[[], SkillState]) -> SkillState:
         """The cached state for ``key``, else ``load()`` (outside the lock), kept if it fits."""
+        state = self.lookup(key)
+        if state is None:
+            state = load()
+            self.put(key, state)
+        return state
+
+    def lookup(self, key: Key) -> SkillState | None:
+        """The cached state for ``key`` (now the most recently used), or None; counts a hit or a miss."""
         with self._lock:
             state = self._items.get(key)
-            if state is not None:
-                self._items.move_to_end(key)
-                self.hits += 1
-                return state
-            self.misses += 1
-        state = load()
-        self.put(key, state)
-        return state
+            if state is None:
+                self.misses += 1
+                return None
+            self._items.move_to_end(key)
+            self.hits += 1
+            return state
 
     def put(self, key: Key, state: SkillState) -> None:
         size = state.nbytes

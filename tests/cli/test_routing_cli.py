@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "routing"))  # synthetic
 
@@ -80,6 +81,8 @@ def test_ask_prints_the_answer_and_a_routing_line(cli, reg, mamba_dir):
     assert pinned["pinned"] and [(m["name"], m["weight"]) for m in pinned["matches"]] == [("math", 0.75), ("timer", 0.25)]
     r = cli("ask", QUERY, "--model", mamba_dir, "-n", "2", "--no-route", *reg)
     assert r.code == 0 and "no skill" in r.err
+    r = cli("ask", QUERY, "--model", mamba_dir, "-n", "2", "--no-route", "--device", "cpu", "--dtype", "float32", *reg)
+    assert r.code == 0
 
 
 @pytest.mark.parametrize(("args", "needles"), [
@@ -89,6 +92,9 @@ def test_ask_prints_the_answer_and_a_routing_line(cli, reg, mamba_dir):
     (["--skill", "timer", "--skill", "timer:2"], ["given twice"]),
     (["--mix", "blend"], ["choose one of mix, top"]),
     (["-n", "-3"], ["max_new_tokens"]),
+    (["--device", "tpu"], ["--device must be cpu, cuda or cuda:N"]),
+    (["--device", "cuda:7"] if torch.cuda.is_available() else ["--device", "cuda"], ["--device cuda"]),
+    (["--dtype", "float8"], ["--dtype must be one of float32, bfloat16, float16"]),
 ])
 def test_ask_bad_options(cli, reg, mamba_dir, args, needles):
     _one_red_line(cli("ask", QUERY, "--model", mamba_dir, *args, *reg), *needles)

@@ -14,7 +14,7 @@ pytest.importorskip("triton", reason="the kernels need triton: pip install -e .[
 import skillsoup_kernels  # noqa: E402
 from kernel_cases import assert_close  # noqa: E402
 
-from skillsoup.models import dispatch  # noqa: E402
+from skillsoup.models import dispatch, step_ops  # noqa: E402
 from skillsoup.models.base import StateModel  # noqa: E402
 
 LOGIT_TOL = 1e-4  # float32 model, as the state engine's own exactness tests
@@ -40,16 +40,20 @@ def _tiny_model(arch: str, device) -> StateModel:
 
 
 def test_model_ops_has_the_reference_fields():
-    assert set(vars(skillsoup_kernels.model_ops)) == set(vars(dispatch.REF_OPS))
+    assert set(vars(skillsoup_kernels.model_ops)) == set(vars(dispatch.REF_OPS)) | {"decode"}
     assert skillsoup_kernels.model_ops.name == "triton"
     assert dispatch._triton_ops()[0] is skillsoup_kernels.model_ops  # what dispatch hands to the backends
 
 
-@pytest.mark.parametrize("op", [name for name in vars(dispatch.REF_OPS) if name != "name"])
+@pytest.mark.parametrize("op", [name for name in vars(dispatch.REF_OPS) if name != "name"]
+                         + [f"decode.{name}" for name in vars(step_ops.DECODE_REF) if name != "name"])
 def test_kernel_ops_accept_every_argument_of_the_reference(op):
     """Any call the backends make to ops.py's function is valid for the kernel, by name and default."""
-    kernel = inspect.signature(getattr(skillsoup_kernels.model_ops, op)).parameters
-    for name, param in inspect.signature(getattr(dispatch.REF_OPS, op)).parameters.items():
+    kernels, refs = ((skillsoup_kernels.model_ops.decode, step_ops.DECODE_REF) if op.startswith("decode.")
+                     else (skillsoup_kernels.model_ops, dispatch.REF_OPS))
+    op = op.removeprefix("decode.")
+    kernel = inspect.signature(getattr(kernels, op)).parameters
+    for name, param in inspect.signature(getattr(refs, op)).parameters.items():
         assert name in kernel, f"{op}: the kernel wrapper lacks parameter {name!r} of ops.{op}"
         assert kernel[name].default == param.default, f"{op}: default of {name!r} differs from ops.{op}"
 
@@ -79,3 +83,23 @@ def test_kernels_continue_an_injected_state_like_the_reference(device, arch):
         model._ops = skillsoup_kernels.model_ops
         assert_close("decode logits", step_logits, step_ref, LOGIT_TOL)
         token = step_logits.argmax(-1)
+
+
+@pytest.mark.parametrize("arch", ["mamba", "mamba2"])
+def test_kernel_decode_step_in_place_follows_the_eager_step(device, arch):
+    """StackBackend.step_into with the Triton decode ops (what the CUDA graphs capture) against
+    StateModel.step with the reference ops, rows carrying different states."""
+    model = _tiny_model(arch, device)
+    state = model.capture(torch.randint(3, 50, (2, 9), device=device))
+    static = state.clone()
+    tokens = torch.tensor([4, 9], device=device)
+    model._ops = skillsoup_kernels.model_ops
+    backend = model.backend
+    for _ in range(3):
+        logits = backend.step_into(tokens, static)
+        model._ops = dispatch.REF_OPS
+        want, state = model.step(tokens, state)
+        model._ops = skillsoup_kernels.model_ops
+        assert_close("in-place decode logits", logits, want, LOGIT_TOL)
+        assert_close("in-place decode state", static.fixed, state.fixed, LOGIT_TOL)
+        tokens = want.argmax(-1)

@@ -5,6 +5,8 @@ Shapes are tiny on purpose: the interpreter runs tl.associative_scan one element
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 import torch
 
@@ -89,3 +91,28 @@ def test_selective_scan_split_equals_whole(device):
     y2, h2 = skillsoup_kernels.selective_scan(**rest, initial_state=h1)
     assert_close("split y", torch.cat([y1, y2], dim=-1), y_all, TOL[torch.float32])
     assert_close("split state", h2, h_all, TOL[torch.float32])
+
+
+@pytest.mark.parametrize("tile", [4, 32], ids=["tile4", "tile32"])
+def test_selective_scan_other_tile_lengths(device, monkeypatch, tile):
+    """The tile length bench_gpu.py sweeps: results do not depend on it (l = 37 crosses tiles)."""
+    monkeypatch.setattr(importlib.import_module("skillsoup_kernels.selective_scan"), "TOKENS_PER_TILE", tile)
+    args = _inputs(1, 3, 37, 4, torch.float32, device)
+    args["initial_state"] = randn(1, 3, 4, device=device)
+    _check(args, torch.float32, f"tile {tile}")
+
+
+def test_selective_scan_padding_leaves_the_state_exactly(device, monkeypatch):
+    """Tokens whose softplus(dt + bias) is 0 (how padded reads mask them) change nothing, bit for bit
+    (one tile length for both runs, so the same additions happen in the same order)."""
+    monkeypatch.setattr(importlib.import_module("skillsoup_kernels.selective_scan"), "TOKENS_PER_TILE", 4)
+    args = _inputs(1, 3, 6, 4, torch.float32, device)
+    args["initial_state"] = randn(1, 3, 4, device=device)
+    y, h = skillsoup_kernels.selective_scan(**args)
+    padded = dict(args)
+    for key in ("u", "delta", "z", "B", "C"):
+        extra = torch.zeros_like(args[key][..., :5]) + (-1.0e4 if key == "delta" else 1.0)
+        padded[key] = torch.cat([args[key], extra], dim=-1)
+    y_pad, h_pad = skillsoup_kernels.selective_scan(**padded)
+    assert torch.equal(h_pad, h)
+    assert torch.equal(y_pad[..., :6], y)

@@ -14,6 +14,7 @@ from skillsoup.registry import capture_skill
 from skillsoup.routing.router import Router, RouterParams
 from skillsoup.runtime import Answer, SkillSoup
 from skillsoup.skills.skill import Demonstration, Skill
+from skillsoup.states.bank import StateBank
 from skillsoup.states.cache import StateCache
 from skillsoup.states.state import SkillState
 
@@ -182,6 +183,7 @@ def test_states_are_cached_by_name_content_and_model(soup, tiny_model, monkeypat
     assert loads == ["timer", "timer"]  # new content hash: loaded again
     assert torch.equal(soup.cache.get(("timer", changed.content_hash, tiny_model.fingerprint), None).ssm[0],
                        capture_skill(tiny_model, changed).ssm[0])
+    assert isinstance(soup.cache, StateBank) and soup.cache.device == tiny_model.device  # the model's device
 
 
 def _state(nbytes_per_layer: int) -> SkillState:
