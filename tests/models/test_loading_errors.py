@@ -101,13 +101,24 @@ def test_loading_prints_no_progress_bar(mamba_dir, capfd):
 
 
 def test_progress_bars_show_when_skillsoup_logs_at_info(mamba_dir, capfd, monkeypatch):
-    """``skillsoup -v`` sets INFO logging: then transformers' own output is part of what was asked for."""
-    monkeypatch.setattr(logging.getLogger("skillsoup"), "level", logging.INFO)
-    load_model(mamba_dir)
-    assert "Loading weights" in capfd.readouterr().err
+    """``skillsoup -v`` sets INFO logging: then transformers' own output is part of what was asked for,
+    and a quiet load afterwards puts transformers' settings back as it found them."""
     from transformers.utils import logging as hf_logging
 
-    before = (hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity())  # a quiet load restores them = (hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity())
-    monkeypatch.setattr(logging.getLogger("skillsoup"), "level", logging.WARNING)
-    load_model(mamba_dir)
-    assert (hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()) == before
+    # the CLI's quiet_libraries (run in-process by other tests) turns transformers' bars off for the process
+    saved = (hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity())
+    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS", raising=False)
+    hf_logging.enable_progress_bar()
+    hf_logging.set_verbosity_warning()
+    try:
+        monkeypatch.setattr(logging.getLogger("skillsoup"), "level", logging.INFO)
+        load_model(mamba_dir)
+        assert "Loading weights" in capfd.readouterr().err
+
+        before = (hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity())
+        monkeypatch.setattr(logging.getLogger("skillsoup"), "level", logging.WARNING)
+        load_model(mamba_dir)
+        assert (hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()) == before
+    finally:
+        hf_logging.set_verbosity(saved[1])
+        (hf_logging.enable_progress_bar if saved[0] else hf_logging.disable_progress_bar)()
