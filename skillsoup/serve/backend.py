@@ -28,8 +28,8 @@ from typing import AsyncIterator, Callable
 
 from skillsoup.runtime import Plan, Prepared, SkillSoup
 from skillsoup.serve.engine import Engine, EngineConfig, Job
-from skillsoup.serve.events import Done, Event, Failed
 from skillsoup.serve.errors import busy, timed_out
+from skillsoup.serve.events import Done, Event, Failed
 from skillsoup.serve.protocol import RequestSpec
 
 log = logging.getLogger(__name__)

@@ -42,8 +42,8 @@ from skillsoup.runtime import Plan, SkillSoup
 from skillsoup.serve.app import build_app
 from skillsoup.serve.backend import Admission, EventStream, Planner, Started, counters, prepare_call, within
 from skillsoup.serve.engine import Engine, EngineConfig
-from skillsoup.serve.events import Done, Failed, event_dict, event_from_dict
 from skillsoup.serve.errors import APIError, from_library_error, server_error
+from skillsoup.serve.events import Done, Failed, event_dict, event_from_dict
 from skillsoup.serve.protocol import Limits, RequestSpec
 from skillsoup.serve.server import ServeOptions, open_soup, torch_threads, warm_up
 from skillsoup.skills import dump_skill_yaml, parse_skills

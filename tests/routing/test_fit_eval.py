@@ -4,7 +4,6 @@ on held-out queries."""
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import time
