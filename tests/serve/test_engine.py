@@ -215,3 +215,30 @@ def test_stop_fails_what_is_left(tiny_soup):
 def test_events_travel_as_plain_dicts():
     for event in (Piece("x"), Done("stop", 3, 4, {"total_ms": 1.0}, {"replica": "r1"}), Failed("timeout", "late")):
         assert event_from_dict(event_dict(event)) == event
+
+
+def test_a_hybrid_model_batches_rows_with_different_kv_lengths(tmp_path, hybrid_model):
+    """A tiny Jamba (attention KV that grows with the demonstrations): rows whose states hold KV of
+    different lengths (one skill, two skills concatenated, none) decode together and answer as
+    SkillSoup does one at a time."""
+    from skillsoup.skills.skill import Demonstration, Skill
+
+    words = ("cat", "lamp", "stone", "river", "cloud")
+    skills = [Skill(name, name, tuple(Demonstration(w, f(w)) for w in words[:n]))
+              for name, f, n in (("upper", str.upper, 5), ("reverse", lambda w: w[::-1], 2))]
+    with SkillRegistry.open(tmp_path / "reg", embedder="hash:64") as reg:
+        reg.add(skills, hybrid_model)
+        soup = SkillSoup(reg, hybrid_model)
+        requests = [{"query": "apple", "plan": {"skills": {"upper": 1}}},
+                    {"query": "tree", "plan": {"skills": {"reverse": 1}}},
+                    {"query": "sun", "plan": {"skills": {"upper": 2, "reverse": 1}}, "options": {"kv": "concat"}},
+                    {"query": "moon", "plan": {"routing": False}}]
+        for r in requests:
+            r.setdefault("options", {})["max_new_tokens"] = 6
+        for prefill in ("steps", "parallel"):
+            got, stats = run_together(soup, requests, prefill=prefill)
+            for i, r in enumerate(requests):
+                alone = soup.answer(r["query"], **r["plan"], **r["options"])
+                assert isinstance(got.end(i), Done) and got.text(i) == alone.text, (prefill, r)
+            assert stats.failed == 0 and stats.row_steps > stats.steps
+            assert len({got.text(i) for i in range(len(requests))}) > 1  # the states really differ
