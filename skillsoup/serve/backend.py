@@ -193,8 +193,8 @@ def counters(engine: Engine, soup: SkillSoup) -> dict:
 
 def prepare_call(soup: SkillSoup, plan: Plan, options: dict) -> Callable[[], Prepared]:
     """``soup.prepare`` of a plan with a request's ``RequestSpec.prepare_options()``."""
-    return partial(soup.prepare, plan, mix=options["mix"], layers=options["layers"], stop=tuple(options["stop"]),
-                   **options["sampling"])
+    return partial(soup.prepare, plan, mix=options["mix"], kv=options.get("kv", "top"), layers=options["layers"],
+                   stop=tuple(options["stop"]), **options["sampling"])
 
 
 class LocalBackend:

@@ -9,8 +9,8 @@ how many messages were left out. For ``/v1/completions`` the query is the prompt
 
 Models: ``skillsoup`` routes each request (``router``: text, state, hybrid, or none for no skill);
 ``skillsoup/<skill>`` pins one skill. Extra request fields (the openai client's ``extra_body``):
-``skills`` ({name: weight} or a list of names: pin a mix), ``router``, ``mix`` (mix or top),
-``layers`` ("0-1,3" or a list of indices), ``top_k``. ``temperature`` defaults to 0 (greedy, as
+``skills`` ({name: weight} or a list of names: pin a mix), ``router``, ``mix`` (mix or top), ``kv`` (top or
+concat: hybrid models' attention KV), ``layers`` ("0-1,3" or a list of indices), ``top_k``. ``temperature`` defaults to 0 (greedy, as
 ``skillsoup ask``), ``max_tokens`` to 64.
 """
 
@@ -93,6 +93,7 @@ class _Common(_Strict):
     skills: Union[dict[str, float], list[str], None] = None
     router: Literal["text", "state", "hybrid", "none"] | None = None
     mix: Literal["mix", "top"] | None = None
+    kv: Literal["top", "concat"] | None = None  # hybrid models' attention KV policy
     layers: Union[str, list[int], None] = None
     top_k: int | None = Field(None, ge=1, le=64)
 
@@ -129,11 +130,13 @@ class RequestSpec:
     sampling: dict  # max_new_tokens, temperature, top_p, seed
     stop: tuple[str, ...]
     ignored_messages: int = 0
+    kv: str = "top"
     arrived: float = field(default_factory=time.monotonic)
 
     def prepare_options(self) -> dict:
         """What ``SkillSoup.prepare`` needs beyond the plan, as plain values (they may travel to a replica)."""
-        return {"mix": self.mix, "layers": self.layers, "stop": list(self.stop), "sampling": dict(self.sampling)}
+        return {"mix": self.mix, "kv": self.kv, "layers": self.layers, "stop": list(self.stop),
+                "sampling": dict(self.sampling)}
 
 
 def parse(kind: str, body: bytes, limits: Limits) -> ChatRequest | CompletionRequest:
@@ -190,7 +193,7 @@ def spec_of(request: ChatRequest | CompletionRequest, limits: Limits) -> Request
     sampling = {"max_new_tokens": max_tokens, "temperature": request.temperature or 0.0,
                 "top_p": 1.0 if request.top_p is None else request.top_p, "seed": request.seed}
     return RequestSpec(query, skills, routing, router, request.top_k, request.mix or "mix", request.layers,
-                       sampling, tuple(stop), max(ignored, 0))
+                       sampling, tuple(stop), max(ignored, 0), request.kv or "top")
 
 
 def _query(request: ChatRequest | CompletionRequest) -> tuple[str, int]:
@@ -219,7 +222,7 @@ def skillsoup_field(plan: Plan, spec: RequestSpec, extra: dict | None = None) ->
     """The routing field every response carries."""
     out = {"skills": [{"name": m.name, "score": m.score, "weight": m.weight} for m in plan.matches],
            "pinned": plan.pinned, "router": spec.router if spec.routing and not plan.pinned else None,
-           "mix": spec.mix, "ignored_messages": spec.ignored_messages}
+           "mix": spec.mix, "kv": spec.kv, "ignored_messages": spec.ignored_messages}
     out.update(extra or {})
     return out
 

@@ -97,6 +97,7 @@ def test_413_body_and_messages(guarded):
     ({"messages": [{"role": "assistant", "content": "hi"}]}, "messages"),
     ({"messages": [{"role": "user", "content": "   "}]}, "messages"),
     ({"extra_body": {"router": "psychic"}}, "router"),
+    ({"extra_body": {"kv": "merge"}}, "kv"),
     ({"extra_body": {"skills": {"date-us": -1}}}, None),
     ({"extra_body": {"layers": "9-12"}}, None),
     ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),

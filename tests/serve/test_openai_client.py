@@ -62,9 +62,10 @@ def test_pinned_by_model_name_skips_routing(demo_server):
 
 def test_pinned_mix_with_weights_through_extra_body(demo_server):
     reply = _chat(demo_server.client(), "hello world", extra_body={"skills": {"upper-case": 3, "sentiment": 1},
-                                                                   "mix": "top", "layers": "0-1"})
+                                                                   "mix": "top", "kv": "concat", "layers": "0-1"})
     names = [(s["name"], round(s["weight"], 2)) for s in reply.skillsoup["skills"]]
     assert names == [("upper-case", 0.75), ("sentiment", 0.25)] and reply.skillsoup["mix"] == "top"
+    assert reply.skillsoup["kv"] == "concat"  # accepted; a pure Mamba model has no attention KV to mix
 
 
 def test_router_none_uses_no_skill(demo_server):
