@@ -345,10 +345,9 @@ class SkillSoup:
             return states[0], top
         return mix(states, [m.weight for m in matches], conv=mode, layers=layers, kv=kv), top
 
-    def _generate(self, prepared: Prepared, timings: dict, ending: dict | None = None) -> Iterator[str]:
+    def _generate(self, prepared: Prepared, timings: dict, ending: dict) -> Iterator[str]:
         """Prefill all prompt tokens but the last, then decode from the last one; fills ``timings``
         and ``ending["truncated"]`` (the token limit ended the answer)."""
-        ending = ending if ending is not None else {}
         model = self.model
         ids, state = list(prepared.prompt_ids), prepared.state
         start = time.perf_counter()

@@ -193,7 +193,7 @@ def counters(engine: Engine, soup: SkillSoup) -> dict:
 
 def prepare_call(soup: SkillSoup, plan: Plan, options: dict) -> Callable[[], Prepared]:
     """``soup.prepare`` of a plan with a request's ``RequestSpec.prepare_options()``."""
-    return partial(soup.prepare, plan, mix=options["mix"], kv=options.get("kv", "top"), layers=options["layers"],
+    return partial(soup.prepare, plan, mix=options["mix"], kv=options["kv"], layers=options["layers"],
                    stop=tuple(options["stop"]), **options["sampling"])
 
 
