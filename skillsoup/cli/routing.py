@@ -176,7 +176,8 @@ def fit_command(
     file: Annotated[Optional[Path], typer.Argument(
         help='JSONL of {"query": ..., "skill": NAME or null} lines (none: learn from the demonstrations alone).')] = None,
     objective: Annotated[str, typer.Option(
-        "--objective", help="balanced (mean of in-scope accuracy and abstain recall), accuracy, or abstain.")] = "balanced",
+        "--objective", help="balanced (mean of in-scope accuracy and abstain recall), accuracy, abstain, or accuracy@R "
+        "(the best in-scope accuracy at abstain recall >= R, e.g. accuracy@0.65).")] = "balanced",
     as_json: JsonOpt = False,
     registry: RegistryOpt = None,
     chroma_url: ChromaUrlOpt = None,
@@ -184,10 +185,9 @@ def fit_command(
     """Fit the router (a classifier over the skills, its abstain threshold) and keep the best of it,
     the unfitted router and the nearest-neighbour baseline on out-of-fold data."""
     from skillsoup.routing import Router, fit
-    from skillsoup.routing.selection import OBJECTIVES
+    from skillsoup.routing.selection import min_abstain
 
-    if objective not in OBJECTIVES:
-        raise RoutingError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
+    min_recall = min_abstain(objective)  # a typed error names the choices
     with open_registry(registry, chroma_url) as reg:
         reg.check_writable("store fitted router parameters")  # before fitting, not after
         r = Router(reg)
@@ -205,7 +205,8 @@ def fit_command(
         table.add_column(col, justify="left" if col == "router" else "right")
     for name, v in report.routers.items():
         mark = " [bold green]chosen[/]" if name == report.chosen else ""
-        table.add_row(name + mark, _fmt(v["in_scope_accuracy"]), _fmt(v["abstain_recall"]), _fmt(v["objective"]))
+        score = _fmt(v["objective"]) if min_recall is None or v["objective"] >= 0 else f"abstain < {min_recall:g}"
+        table.add_row(name + mark, _fmt(v["in_scope_accuracy"]), _fmt(v["abstain_recall"]), score)
     console.print(table)
     extra = f", {len(p.skill_thresholds)} per-skill thresholds" if p.policy == "classifier" else ""
     console.print(f"policy {p.policy}, threshold {p.threshold:.3f}{extra}; stored as settings v{r.settings_version}")

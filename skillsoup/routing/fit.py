@@ -83,26 +83,32 @@ def _examples(registry, queries: np.ndarray, labels: list) -> Examples:
                     np.array([col[lab] if lab is not None else -1 for lab in labels], int))
 
 
-def _candidate(groups, it: sel.Items) -> tuple[dict, list]:
+def _candidate(groups, it: sel.Items, objective: str) -> tuple[dict, list]:
     """The calibrated classifier's parameters (beta, temperature, accept model, thresholds), and its
     decisions on the items with accept model and thresholds cross-fitted over two halves."""
     beta, temperature = sel.calibrate(groups)
     tops, feats = sel.classifier_outputs(groups, beta, temperature)
     half = np.random.default_rng(1).permutation(len(tops)) % 2 == 0
-    decisions: list = [None] * len(tops)
-    for part in (half, ~half):
-        sub = sel.Items([it.labels[i] for i in np.flatnonzero(~part)], it.kinds[~part], it.weights[~part], it.in_scope[~part])
-        sub_tops = [tops[i] for i in np.flatnonzero(~part)]
-        model = sel.fit_accept(sub, sub_tops, feats[~part], fit_logistic)
-        t, per_skill, _ = sel.thresholds(sub, sub_tops, sel.accept_scores(model, feats[~part]))
-        held = np.flatnonzero(part)
-        got = sel.classifier_decisions([tops[i] for i in held], sel.accept_scores(model, feats[part]), t, per_skill)
-        for i, d in zip(held, got):
-            decisions[i] = d
-    model = sel.fit_accept(it, tops, feats, fit_logistic)
-    t, per_skill, info = sel.thresholds(it, tops, sel.accept_scores(model, feats))
+
+    def cross_fitted(itw: sel.Items) -> list:
+        decisions: list = [None] * len(tops)
+        for part in (half, ~half):
+            fit_idx, held = np.flatnonzero(~part), np.flatnonzero(part)
+            sub = sel.Items([itw.labels[i] for i in fit_idx], itw.kinds[fit_idx], itw.weights[fit_idx], itw.in_scope[fit_idx])
+            sub_tops = [tops[i] for i in fit_idx]
+            model = sel.fit_accept(sub, sub_tops, feats[fit_idx], fit_logistic)
+            t, per_skill, _ = sel.thresholds(sub, sub_tops, sel.accept_scores(model, feats[fit_idx]))
+            got = sel.classifier_decisions([tops[i] for i in held], sel.accept_scores(model, feats[held]), t, per_skill)
+            for i, d in zip(held, got):
+                decisions[i] = d
+        return decisions
+
+    w_in, decisions = sel.best_weighting(objective, it, cross_fitted)
+    itw = sel.reweighted(it, w_in)
+    model = sel.fit_accept(itw, tops, feats, fit_logistic)
+    t, per_skill, info = sel.thresholds(itw, tops, sel.accept_scores(model, feats))
     return {"beta": beta, "temperature": temperature, "accept": model, "threshold": t, "skill_thresholds": per_skill,
-            "per_skill_tried": info["tried"]}, decisions
+            "per_skill_tried": info["tried"], "in_scope_weight": w_in}, decisions
 
 
 def fit(router: Router, labelled=None, save: bool = True, objective: str = "balanced", seed: int = 0) -> FitReport:
@@ -128,7 +134,7 @@ def _fit(router: Router, labelled, save: bool, objective: str, seed: int) -> Fit
     n_in = sum(lab is not None for lab in labels)
     if items and n_in == 0:
         raise LabelledDataError("every labelled query says null; fitting needs queries labelled with a skill")
-    w_in = sel.objective_weight(objective, n_in, len(labels) - n_in)
+    w_in = sel.objective_weight(objective, n_in, len(labels) - n_in)  # checks the objective first
     t_embed = time.perf_counter()
     queries = router.embed([it.query for it in items]) if items else np.zeros((0, 1), np.float32)
     embed_seconds = time.perf_counter() - t_embed
@@ -136,17 +142,19 @@ def _fit(router: Router, labelled, save: bool, objective: str, seed: int) -> Fit
     groups = out_of_fold(ex, p.n_demos, p.n_skill_rows, SHRINK, seed)
     it = sel.items(groups, w_in)
 
-    cand, cand_decisions = _candidate(groups, it)
+    cand, cand_decisions = _candidate(groups, it, objective)
     unfitted = p if p.policy in rf.SIMILARITY_POLICIES else RouterParams(n_demos=p.n_demos, n_skill_rows=p.n_skill_rows)
     u_tops, u_scores = sel.similarity_tops(groups, unfitted.policy, unfitted.k_mean)
     b_tops, b_scores = sel.similarity_tops(groups, "max", unfitted.k_mean) if unfitted.policy != "max" else (u_tops, u_scores)
-    b_threshold = sel.baseline_threshold(it, b_tops, b_scores)
+    b_w, b_decisions = sel.best_weighting(objective, it, lambda itw: sel.similarity_decisions(
+        b_tops, b_scores, sel.baseline_threshold(itw, b_tops, b_scores)))
+    b_threshold = sel.baseline_threshold(sel.reweighted(it, b_w), b_tops, b_scores)
     decisions = {
         "unfitted": sel.similarity_decisions(u_tops, u_scores, unfitted.threshold, unfitted.skill_thresholds),
-        "baseline": sel.similarity_decisions(b_tops, b_scores, b_threshold),
+        "baseline": b_decisions,
         "classifier": cand_decisions,
     }
-    routers = {name: dict(sel.metrics(it, d), objective=sel.value(it, d)) for name, d in decisions.items()}
+    routers = {name: dict(sel.metrics(it, d), objective=sel.value(it, d, objective)) for name, d in decisions.items()}
     chosen = max(CHOICES, key=lambda k: (round(routers[k]["objective"], 9), -CHOICES.index(k)))
 
     fitted = {"n": len(items), "n_in_scope": n_in, "n_null": len(labels) - n_in, "skills": len(ex.names),

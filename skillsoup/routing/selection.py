@@ -5,7 +5,10 @@ under the user's objective.
 Objective (``OBJECTIVES``): w * in-scope accuracy + (1 - w) * abstain recall, where abstain recall
 weighs the labelled nulls and the held-out-skill queries half each (all to the kind present when only
 one is). ``balanced`` w = 1/2, ``abstain`` w = 1/4, ``accuracy`` w = the labelled set's in-scope share
-(the plain share of labelled queries decided right).
+(the plain share of labelled queries decided right). ``accuracy@R`` (0 < R < 1): the best in-scope
+accuracy whose out-of-fold abstain recall is at least R; thresholds are fitted under each weight of
+CONSTRAINED_WEIGHTS and the best one that meets R is kept (a router that misses R ranks below every
+one that meets it, by how far it misses).
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ from skillsoup.routing.classifier import (
 )
 from skillsoup.routing.crossval import Group
 
-OBJECTIVES = ("balanced", "accuracy", "abstain")
+OBJECTIVES = ("balanced", "accuracy", "abstain", "accuracy@R")
+CONSTRAINED_WEIGHTS = (0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05)
 CALIBRATION_ITEMS = 2000  # in-scope items that calibrate beta and the temperature (a seeded sample)
 MIN_PER_SKILL = 8  # out-of-fold items routed to a skill before it may get its own threshold
 
@@ -40,12 +44,26 @@ class Items:
     in_scope: np.ndarray  # bool
 
 
-def objective_weight(objective: str, n_in: int, n_null_labelled: int) -> float:
-    if objective not in OBJECTIVES:
+def min_abstain(objective: str) -> float | None:
+    """R of an ``accuracy@R`` objective, None for the weighted ones; a typed error for anything else."""
+    if objective in OBJECTIVES[:3]:
+        return None
+    head, _, tail = objective.partition("@")
+    try:
+        r = float(tail) if head == "accuracy" else None
+    except ValueError:
+        r = None
+    if r is None or not 0.0 < r < 1.0:
         from skillsoup.errors import RoutingError
 
-        raise RoutingError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
-    if objective == "balanced":
+        raise RoutingError(f"unknown objective {objective!r}; choose one of balanced, accuracy, abstain or "
+                           "accuracy@R with 0 < R < 1 (the best in-scope accuracy at abstain recall >= R, e.g. accuracy@0.65)")
+    return r
+
+
+def objective_weight(objective: str, n_in: int, n_null_labelled: int) -> float:
+    """w of a weighted objective; 1/2 for ``accuracy@R`` (its items' starting weight)."""
+    if objective == "balanced" or min_abstain(objective) is not None:
         return 0.5
     if objective == "abstain":
         return 0.25
@@ -55,19 +73,40 @@ def objective_weight(objective: str, n_in: int, n_null_labelled: int) -> float:
 def items(groups: list[Group], w_in: float) -> Items:
     labels = [lab for g in groups for lab in g.labels]
     kinds = np.array([g.kind for g in groups for _ in g.labels])
-    in_scope = kinds == "in"
-    weights = np.zeros(len(labels))
-    weights[in_scope] = w_in / max(1, in_scope.sum())
-    present = [k for k in ("real", "pseudo") if (kinds == k).any()]
+    return reweighted(Items(labels, kinds, np.zeros(len(labels)), kinds == "in"), w_in)
+
+
+def reweighted(it: Items, w_in: float) -> Items:
+    """The same items, the in-scope ones weighing w_in in all and the null kinds 1 - w_in."""
+    weights = np.zeros(len(it.labels))
+    weights[it.in_scope] = w_in / max(1, it.in_scope.sum())
+    present = [k for k in ("real", "pseudo") if (it.kinds == k).any()]
     for k in present:
-        mask = kinds == k
+        mask = it.kinds == k
         weights[mask] = (1 - w_in) / len(present) / mask.sum()
-    return Items(labels, kinds, weights, in_scope)
+    return Items(it.labels, it.kinds, weights, it.in_scope)
 
 
-def value(it: Items, decisions: list) -> float:
+def value(it: Items, decisions: list, objective: str = "balanced") -> float:
+    """The decisions' score under the objective (higher is better)."""
+    r = min_abstain(objective)
+    if r is not None:
+        m = metrics(it, decisions)
+        abstain = 1.0 if m["abstain_recall"] is None else m["abstain_recall"]
+        in_scope = m["in_scope_accuracy"] or 0.0
+        return in_scope if abstain >= r - 1e-12 else abstain - r - 1.0
     right = np.array([d == lab for d, lab in zip(decisions, it.labels)])
     return float((it.weights * right).sum())
+
+
+def best_weighting(objective: str, it: Items, decide) -> tuple[float, list]:
+    """(w_in, decisions) of the best ``decide(items weighted with w_in)`` under the objective: the
+    objective's own weight, or the scan of CONSTRAINED_WEIGHTS for ``accuracy@R``."""
+    if min_abstain(objective) is None:
+        w = float(it.weights[it.in_scope].sum())
+        return w, decide(it)
+    tried = [(w, decide(reweighted(it, w))) for w in CONSTRAINED_WEIGHTS]
+    return max(tried, key=lambda wd: value(it, wd[1], objective))
 
 
 def metrics(it: Items, decisions: list) -> dict:

@@ -133,6 +133,9 @@ def test_fit_then_eval_routing_json(cli, reg, tmp_path):
     listed = " ".join(cli("skills", "list", *reg).out.split())
     assert f"router: fitted {route['fit']['at']} on 300 queries" in listed
     _one_red_line(cli("fit", train, "--objective", "speed", *reg), "unknown objective 'speed'")
+    _one_red_line(cli("fit", train, "--objective", "accuracy@2", *reg), "accuracy@R with 0 < R < 1")
+    r = cli("fit", train, "--objective", "accuracy@0.99", *reg)  # the unfitted router cannot refuse 99%
+    assert r.code == 0 and "abstain < 0.99" in r.out and "accuracy@0.99" in r.out, r.out
 
 
 def test_malformed_and_unknown_labels(cli, reg, tmp_path):

@@ -118,3 +118,46 @@ def test_fit_from_the_demonstrations_alone(syn_registry):
     before = evaluate(Router(syn_registry), test, baseline=False, latency_sample=0)
     after = evaluate(router, test, baseline=False, latency_sample=0)
     assert _balanced(after) >= _balanced(before) - 0.05  # chosen out of fold: no worse beyond noise
+
+
+def test_accuracy_at_r_keeps_abstain_recall_at_r_and_trades_the_rest_for_accuracy(syn_registry):
+    router = Router(syn_registry)
+    labelled = make_labelled(1500, seed=1, null_share=0.03)
+    balanced = fit(router, labelled, save=False)
+    r = 0.5
+    constrained = fit(router, labelled, save=False, objective=f"accuracy@{r}")
+    chosen = constrained.routers[constrained.chosen]
+    assert constrained.objective == f"accuracy@{r}"
+    assert chosen["abstain_recall"] >= r  # out of fold, as fit measured it
+    assert chosen["objective"] == pytest.approx(chosen["in_scope_accuracy"])
+    # the constraint is looser than what balanced settled on, so accuracy may only rise
+    if balanced.routers[balanced.chosen]["abstain_recall"] > r:
+        assert chosen["in_scope_accuracy"] >= balanced.routers[balanced.chosen]["in_scope_accuracy"] - 1e-9
+    for m in constrained.routers.values():  # a router that misses R ranks below every one that meets it
+        assert (m["objective"] < 0) == (m["abstain_recall"] is not None and m["abstain_recall"] < r - 1e-12)
+
+
+def test_best_weighting_picks_the_most_accurate_weight_that_meets_r():
+    rng = np.random.default_rng(0)
+    it, tops, scores = _items(rng, 40, high_null_skill="none")
+
+    def decide(itw):
+        t, _, _ = sel.thresholds(itw, tops, scores)
+        return sel.classifier_decisions(tops, scores, t, {})
+
+    for r in (0.3, 0.8, 0.99):
+        w, decisions = sel.best_weighting(f"accuracy@{r}", it, decide)
+        m = sel.metrics(it, decisions)
+        feasible = [sel.metrics(it, decide(sel.reweighted(it, x))) for x in sel.CONSTRAINED_WEIGHTS]
+        feasible = [f for f in feasible if f["abstain_recall"] >= r]
+        if feasible:
+            assert m["abstain_recall"] >= r
+            assert m["in_scope_accuracy"] == max(f["in_scope_accuracy"] for f in feasible)
+
+
+@pytest.mark.parametrize("bad", ["accuracy@", "accuracy@1.5", "accuracy@0", "recall@0.5", "accuracy@x", "speed"])
+def test_unknown_objectives_are_refused_by_name(bad):
+    from skillsoup.errors import RoutingError
+
+    with pytest.raises(RoutingError, match="accuracy@R"):
+        sel.min_abstain(bad)
