@@ -192,49 +192,74 @@ class Engine:
             self._fail_everything("the server is shutting down; retry the request")
 
     def _admit(self) -> None:
-        while self.stats.rows < self.config.max_batch:
+        """Move waiting requests into free rows. Those that read their prompt in parallel read it
+        together, in one padded pass (``StateModel.capture_many``): one call's fixed cost for all."""
+        jobs = []
+        while self.stats.rows + len(jobs) < self.config.max_batch:
             with self._cv:
                 if not self._inbox:
-                    return
+                    break
                 job = self._inbox.popleft()
                 self.stats.waiting = len(self._inbox)
             if job.cancelled:
                 self.stats.cancelled += 1
-                continue
-            if time.monotonic() > job.deadline:
+            elif time.monotonic() > job.deadline:
                 self._timeout(job)
-                continue
+            elif job.prepared.max_new_tokens == 0:
+                self.stats.admitted += 1
+                self.stats.finished += 1
+                _tell(job, Done("length", len(job.prepared.prompt_ids), 0,
+                                {"queue_ms": _ms(job.submitted, time.monotonic())}))
+            else:
+                jobs.append(job)
+        if not jobs:
+            return
+        mode = self.config.prefill
+        parallel = mode == "parallel" or (mode == "auto" and self.stats.rows < self.config.parallel_prefill_below)
+        reading = [j for j in jobs if parallel and len(j.prepared.prompt_ids) > 1]
+        if len(reading) > 1:
+            admitted, t0 = time.monotonic(), time.perf_counter()
             try:
-                self._place(job)
+                state = self.model.capture_many([j.prepared.prompt_ids[:-1] for j in reading],
+                                                [j.prepared.state for j in reading])
+            except Exception:  # then each request is read alone, and one that cannot start fails alone
+                log.warning("reading %d prompts together failed; reading them one by one", len(reading), exc_info=True)
+            else:
+                ms = (time.perf_counter() - t0) * 1000
+                self.stats.admitted += len(reading)
+                self.stats.parallel_prefills += len(reading)
+                self._join(state, [_Row(j, self.model, True, admitted, ms) for j in reading])
+                jobs = [j for j in jobs if j not in reading]
+        for job in jobs:
+            try:
+                self._place(job, parallel)
             except Exception as exc:  # a request that cannot start fails alone
                 log.exception("could not start a request")
                 self.stats.failed += 1
                 _tell(job, Failed("server_error", f"could not start decoding: {exc}"))
 
-    def _place(self, job: Job) -> None:
+    def _place(self, job: Job, parallel: bool) -> None:
         p = job.prepared
         self.stats.admitted += 1
-        if p.max_new_tokens == 0:
-            self.stats.finished += 1
-            _tell(job, Done("length", len(p.prompt_ids), 0, {"queue_ms": _ms(job.submitted, time.monotonic())}))
-            return
-        mode = self.config.prefill
-        parallel = mode == "parallel" or (mode == "auto" and self.stats.rows < self.config.parallel_prefill_below)
         state, admitted, t0 = p.state, time.monotonic(), time.perf_counter()
         if parallel and len(p.prompt_ids) > 1:
             state = self.model.capture(list(p.prompt_ids[:-1]), state)
         self.stats.parallel_prefills += parallel
         self.stats.step_prefills += not parallel
         row = _Row(job, self.model, parallel, admitted, (time.perf_counter() - t0) * 1000 if parallel else 0.0)
+        self._join(state, [row])
+
+    def _join(self, state: SkillState, rows: list[_Row]) -> None:
+        """Add rows (their states stacked in ``state``) to the first group they stack with."""
         for group in self._groups:
             try:
                 group.state = SkillState.cat([group.state, state])
             except StateMismatchError:
                 continue
-            group.rows.append(row)
+            group.rows.extend(rows)
             break
         else:
-            self._groups.append(_Group(SkillState.cat([state]), [row]))
+            self._groups.append(_Group(SkillState.cat([state]), rows))
         self._count_rows()
 
     def _sweep_waiting(self, waiting: list[Job]) -> None:
