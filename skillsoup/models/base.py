@@ -172,7 +172,7 @@ class StateModel:
     def graphs(self) -> Graphs | None:
         """The model's CUDA-graph runners, when they are on (``use_graphs``; by default for the
         Triton kernels on CUDA, stack backend only, and only where padding is exact)."""
-        if not isinstance(self.backend, StackBackend) or not self.backend.pads_exactly:
+        if not self.pads_exactly:
             return None
         on_gpu_kernels = self.device.type == "cuda" and self.impl_name == "triton"
         if not (on_gpu_kernels if self.use_graphs is None else self.use_graphs):
@@ -205,6 +205,12 @@ class StateModel:
         """The state after reading ``input_ids`` from ``state``: what a skill stores."""
         return self.forward(input_ids, state, logits="none")[1]
 
+    @property
+    def pads_exactly(self) -> bool:
+        """Whether padded rows are read exactly (the stack backend, with mixers that allow it): then
+        :meth:`capture_many` reads many prompts of different lengths in one pass."""
+        return isinstance(self.backend, StackBackend) and self.backend.pads_exactly
+
     def capture_many(self, prompts: Sequence[Sequence[int]], states: Sequence[SkillState]) -> SkillState:
         """:meth:`capture` of several prompts, each from its own one-row state, as one state of
         ``len(prompts)`` rows. Where padded reads are exact (the stack backend: recurrent-only
@@ -214,7 +220,7 @@ class StateModel:
         prompts = [list(p) for p in prompts]
         if len(prompts) != len(states) or not prompts or not all(prompts):
             raise GenerationError("capture_many needs one non-empty prompt per one-row state")
-        if len(prompts) == 1 or not isinstance(self.backend, StackBackend) or not self.backend.pads_exactly:
+        if len(prompts) == 1 or not self.pads_exactly:
             return self.capture_many_ref(prompts, states)
         start = SkillState.cat([self._start(s, 1) for s in states])
         longest = max(len(p) for p in prompts)
