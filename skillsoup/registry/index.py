@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from skillsoup.errors import RegistryError
+from skillsoup.registry.recent import RecentRows, writes_skill_rows
 from skillsoup.skills.skill import Demonstration, Skill
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,7 @@ class SkillIndex:
         self.server = server
         self.embedder_name = embedder_name
         self._cols: dict[str, object] = {}
+        self.recent = RecentRows()  # skill rows read lately (recent_skills); every write below outdates them
 
     # ---- opening ---------------------------------------------------------------------------
     @staticmethod
@@ -204,12 +206,17 @@ class SkillIndex:
             out[rid] = self._decode(rid, doc, meta or {})
         return out
 
+    def recent_skills(self, names: Sequence[str], max_age: float) -> dict[str, SkillRow]:
+        """:meth:`get_skills` of ``names`` from rows read at most ``max_age`` s ago (registry/recent.py)."""
+        return self.recent.get(names, max_age, self.get_skills)
+
     def skill_metadata(self, names: Sequence[str] | None = None) -> dict[str, dict]:
         """Metadata only (cheaper than decoding documents), by name."""
         if not self.existing():
             return {}
         return {rid: meta or {} for rid, _, meta in self._rows(self.skills, ids=list(names) if names is not None else None)}
 
+    @writes_skill_rows
     def put_skills(self, rows: Sequence[tuple[Skill, np.ndarray, dict[str, tuple[str, str]], Sequence[str]]],
                    extra: Sequence[dict] | None = None) -> None:
         """Write (or replace) skill rows, the commit marks: (skill, embedding [dim], states, drop) with
@@ -247,12 +254,14 @@ class SkillIndex:
                 metadatas=metas,
             )
 
+    @writes_skill_rows
     def set_state(self, name: str, fingerprint: str, sha: str | None) -> None:
         """Record (or with ``sha=None`` forget) the state file of skill ``name`` for one model."""
         fp16 = fingerprint[:16]
         value = {f"fp_{fp16}": fingerprint if sha else None, f"sha_{fp16}": sha}
         self.skills.update(ids=[name], metadatas=[value])
 
+    @writes_skill_rows
     def share_state(self, state_hash: str, fingerprint: str, sha: str) -> None:
         """A state file is shared by every skill with the same template and demonstrations: after
         it is rewritten, record its new sha256 on all of them."""
@@ -263,6 +272,7 @@ class SkillIndex:
         if stale:
             self.skills.update(ids=stale, metadatas=[{f"sha_{fp16}": sha} for _ in stale])
 
+    @writes_skill_rows
     def delete_skill(self, name: str) -> None:
         self.skills.delete(ids=[name])
 
