@@ -172,7 +172,7 @@ class StateModel:
     def graphs(self) -> Graphs | None:
         """The model's CUDA-graph runners, when they are on (``use_graphs``; by default for the
         Triton kernels on CUDA, stack backend only, and only where padding is exact)."""
-        if not isinstance(self.backend, StackBackend) or not self.backend.pads_exactly:
+        if not self.pads_exactly:
             return None
         on_gpu_kernels = self.device.type == "cuda" and self.impl_name == "triton"
         if not (on_gpu_kernels if self.use_graphs is None else self.use_graphs):
@@ -204,6 +204,41 @@ class StateModel:
     def capture(self, input_ids, state: SkillState | None = None) -> SkillState:
         """The state after reading ``input_ids`` from ``state``: what a skill stores."""
         return self.forward(input_ids, state, logits="none")[1]
+
+    @property
+    def pads_exactly(self) -> bool:
+        """Whether padded rows are read exactly (the stack backend, with mixers that allow it): then
+        :meth:`capture_many` reads many prompts of different lengths in one pass."""
+        return isinstance(self.backend, StackBackend) and self.backend.pads_exactly
+
+    def capture_many(self, prompts: Sequence[Sequence[int]], states: Sequence[SkillState]) -> SkillState:
+        """:meth:`capture` of several prompts, each from its own one-row state, as one state of
+        ``len(prompts)`` rows. Where padded reads are exact (the stack backend: recurrent-only
+        models) the prompts are read in one padded pass, one call's fixed cost for all of them (a
+        batching server admitting requests); elsewhere one by one (:meth:`capture_many_ref`).
+        Rows equal one-by-one capture to rounding: a batched matmul sums in another order."""
+        prompts = [list(p) for p in prompts]
+        if len(prompts) != len(states) or not prompts or not all(prompts):
+            raise GenerationError("capture_many needs one non-empty prompt per one-row state")
+        if len(prompts) == 1 or not self.pads_exactly:
+            return self.capture_many_ref(prompts, states)
+        start = SkillState.cat([self._start(s, 1) for s in states])
+        longest = max(len(p) for p in prompts)
+        ids = torch.zeros((len(prompts), longest), dtype=torch.long)
+        for i, p in enumerate(prompts):
+            ids[i, : len(p)] = torch.as_tensor(p, dtype=torch.long)
+        ids = self.as_ids(ids)  # checks the ids; the padding (0) is a valid id that is never read
+        lengths = torch.tensor([len(p) for p in prompts], dtype=torch.long, device=self.device)
+        with torch.no_grad():
+            state = self.backend.forward(ids, start, "none", lengths=lengths)[1]
+        # the backend counts the padded length; each row read only its own tokens
+        return state.rebind(state.fixed, None, [n + len(p) for n, p in zip(start.n_tokens, prompts)])
+
+    def capture_many_ref(self, prompts: Sequence[Sequence[int]], states: Sequence[SkillState]) -> SkillState:
+        """The reference of :meth:`capture_many`: each prompt captured alone, the rows stacked."""
+        if len(prompts) != len(states) or not prompts or not all(len(p) for p in prompts):
+            raise GenerationError("capture_many needs one non-empty prompt per one-row state")
+        return SkillState.cat([self.capture(list(p), s) for p, s in zip(prompts, states)])
 
     @torch.no_grad()
     def capture_with_decay(self, input_ids, state: SkillState | None = None) -> tuple[SkillState, list[torch.Tensor]]:

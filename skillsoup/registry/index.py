@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from skillsoup.errors import RegistryError
+from skillsoup.registry.recent import RecentRows, writes_skill_rows
 from skillsoup.skills.skill import Demonstration, Skill
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,7 @@ class SkillIndex:
         self.server = server
         self.embedder_name = embedder_name
         self._cols: dict[str, object] = {}
+        self.recent = RecentRows()  # skill rows read lately (recent_skills); every write below outdates them
 
     # ---- opening ---------------------------------------------------------------------------
     @staticmethod
@@ -204,12 +206,17 @@ class SkillIndex:
             out[rid] = self._decode(rid, doc, meta or {})
         return out
 
+    def recent_skills(self, names: Sequence[str], max_age: float) -> dict[str, SkillRow]:
+        """:meth:`get_skills` of ``names`` from rows read at most ``max_age`` s ago (registry/recent.py)."""
+        return self.recent.get(names, max_age, self.get_skills)
+
     def skill_metadata(self, names: Sequence[str] | None = None) -> dict[str, dict]:
         """Metadata only (cheaper than decoding documents), by name."""
         if not self.existing():
             return {}
         return {rid: meta or {} for rid, _, meta in self._rows(self.skills, ids=list(names) if names is not None else None)}
 
+    @writes_skill_rows
     def put_skills(self, rows: Sequence[tuple[Skill, np.ndarray, dict[str, tuple[str, str]], Sequence[str]]],
                    extra: Sequence[dict] | None = None) -> None:
         """Write (or replace) skill rows, the commit marks: (skill, embedding [dim], states, drop) with
@@ -247,12 +254,14 @@ class SkillIndex:
                 metadatas=metas,
             )
 
+    @writes_skill_rows
     def set_state(self, name: str, fingerprint: str, sha: str | None) -> None:
         """Record (or with ``sha=None`` forget) the state file of skill ``name`` for one model."""
         fp16 = fingerprint[:16]
         value = {f"fp_{fp16}": fingerprint if sha else None, f"sha_{fp16}": sha}
         self.skills.update(ids=[name], metadatas=[value])
 
+    @writes_skill_rows
     def share_state(self, state_hash: str, fingerprint: str, sha: str) -> None:
         """A state file is shared by every skill with the same template and demonstrations: after
         it is rewritten, record its new sha256 on all of them."""
@@ -263,6 +272,7 @@ class SkillIndex:
         if stale:
             self.skills.update(ids=stale, metadatas=[{f"sha_{fp16}": sha} for _ in stale])
 
+    @writes_skill_rows
     def delete_skill(self, name: str) -> None:
         self.skills.delete(ids=[name])
 
@@ -313,15 +323,18 @@ class SkillIndex:
     # no ':'); only the commit check reads the skill rows of the skills found.
     def nearest(self, collection: str, embedding: np.ndarray, n: int) -> tuple[list[str], list[float]]:
         """Ids and cosine similarities of the ``n`` nearest rows, best first."""
+        return self.nearest_many(collection, np.asarray(embedding, np.float32).reshape(1, -1), n)[0]
+
+    def nearest_many(self, collection: str, embeddings: np.ndarray, n: int) -> list[tuple[list[str], list[float]]]:
+        """:meth:`nearest` for each row of ``embeddings`` [q, dim], in one Chroma call."""
         try:
             col = self.collection(collection, create=False) if n > 0 else None
         except RegistryError:  # a fresh registry has no collections until its first write
             col = None
-        if col is None:
-            return [], []
-        res = col.query(query_embeddings=_vectors(np.asarray(embedding, np.float32).reshape(1, -1)), n_results=n,
-                        include=["distances"])
-        return res["ids"][0], [1.0 - float(d) for d in res["distances"][0]]
+        if col is None or not len(embeddings):
+            return [([], []) for _ in range(len(embeddings))]
+        res = col.query(query_embeddings=_vectors(embeddings), n_results=n, include=["distances"])
+        return [(ids, [1.0 - float(d) for d in dists]) for ids, dists in zip(res["ids"], res["distances"])]
 
     def nearest_demonstrations(self, embedding: np.ndarray, n: int) -> list[tuple[str, float, int]]:
         """The ``n`` nearest demonstrations of committed skills as (skill, cosine, index in the
@@ -329,14 +342,32 @@ class SkillIndex:
         want = n
         while True:
             ids, sims = self.nearest(DEMOS, embedding, want)
-            parsed = [(rid.rsplit(":", 2), sim) for rid, sim in zip(ids, sims)]
-            names = sorted({p[0] for p, _ in parsed if len(p) == 3})
-            hashes = {name: str(meta.get("content_hash", ""))[:12] for name, meta in self.skill_metadata(names).items()} \
-                if names else {}
-            out = [(p[0], sim, int(p[2])) for p, sim in parsed if len(p) == 3 and hashes.get(p[0]) == p[1]]
+            out = self._committed(ids, sims, self._short_hashes(ids))
             if len(out) >= n or len(ids) < want:  # enough, or the collection is exhausted
                 return out[:n]
             want *= 4  # leftover rows took places
+
+    def nearest_demonstrations_many(self, embeddings: np.ndarray, n: int) -> list[list[tuple[str, float, int]]]:
+        """:meth:`nearest_demonstrations` for each row of ``embeddings`` [q, dim]: one search and one
+        commit check for all of them (a query whose leftover rows took places searches again alone)."""
+        found = self.nearest_many(DEMOS, embeddings, n)
+        hashes = self._short_hashes([rid for ids, _ in found for rid in ids])
+        out = []
+        for embedding, (ids, sims) in zip(embeddings, found):
+            hits = self._committed(ids, sims, hashes)
+            out.append(hits[:n] if len(hits) >= n or len(ids) < n else self.nearest_demonstrations(embedding, n))
+        return out
+
+    def _short_hashes(self, demo_ids: Sequence[str]) -> dict[str, str]:
+        """Skill name -> its committed content hash's first 12 characters, for the skills of ``demo_ids``."""
+        names = sorted({p[0] for p in (rid.rsplit(":", 2) for rid in demo_ids) if len(p) == 3})
+        return {name: str(meta.get("content_hash", ""))[:12] for name, meta in self.skill_metadata(names).items()} \
+            if names else {}
+
+    @staticmethod
+    def _committed(ids: Sequence[str], sims: Sequence[float], hashes: dict[str, str]) -> list[tuple[str, float, int]]:
+        parsed = [(rid.rsplit(":", 2), sim) for rid, sim in zip(ids, sims)]
+        return [(p[0], sim, int(p[2])) for p, sim in parsed if len(p) == 3 and hashes.get(p[0]) == p[1]]
 
     # ---- helpers ---------------------------------------------------------------------------
     def _rows(self, col, ids=None, where=None, documents: bool = False) -> Iterator[tuple[str, str | None, dict]]:

@@ -66,6 +66,7 @@ class SkillRegistry:
         self._settings = Settings(self.path)
         self.read_only = read_only  # reads work; writes raise RegistryReadOnlyError (registry/opening.py)
         self._snapshot = snapshot
+        self.rows_max_age = 0.0  # > 0: get_many and `in` may answer from rows read that long ago (registry/recent.py)
         # a Chroma server serialises index writes itself; the file lock guards the embedded index; a
         # read-only registry's index is its own private copy
         self.lock = NoLock() if chroma_url or read_only else RegistryLock(self.path, lock_timeout)
@@ -133,13 +134,15 @@ class SkillRegistry:
 
     def get_many(self, names: Sequence[str]) -> list[Skill]:
         """The skills ``names``, in order, read in one index call (not one per skill)."""
-        rows = self.index.get_skills(list(dict.fromkeys(names)))
+        rows = self.index.recent_skills(names, self.rows_max_age)
         return [rows[n].skill if n in rows else self._row(n).skill for n in names]  # _row: SkillNotFoundError
 
     def info(self, name: str) -> SkillInfo:
         return _info(self._row(name))
 
     def __contains__(self, name: str) -> bool:
+        if self.rows_max_age > 0:
+            return bool(self.index.recent_skills([name], self.rows_max_age))
         return bool(self.index.skill_metadata([name]))
 
     def query_skills(self, embedding: np.ndarray, n: int) -> list[SkillHit]:

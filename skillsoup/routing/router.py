@@ -35,6 +35,7 @@ import numpy as np
 
 from skillsoup.errors import LabelledDataError, PolicyError, RoutingError  # noqa: F401 (re-exported)
 from skillsoup.routing import policies as rf
+from skillsoup.registry.index import SKILLS
 from skillsoup.routing.classifier import SkillClassifier, check_reference, knn_from_hits
 
 if TYPE_CHECKING:
@@ -288,7 +289,7 @@ class Router:
         if router != "text" or not queries:
             return [self.route(q, top_k=top_k, router=router) for q in queries]
         top_k = self.params.top_k if top_k is None else check_top_k(top_k)
-        return [self.decide(self.retrieve(vector), top_k) for vector in self.embed(queries)]
+        return [self.decide(r, top_k) for r in self.retrieve_many(self.embed(queries))]
 
     def embed(self, queries: Sequence[str]) -> np.ndarray:
         return self.registry.embed_texts(list(queries))
@@ -299,6 +300,16 @@ class Router:
         demos = [(m.skill, m.similarity) for m in reg.query_demonstrations(embedding, p.n_demos)]
         rows = [tuple(m) for m in reg.query_skills(embedding, p.n_skill_rows)] if p.policy in rf.NEEDS_SKILL_ROWS else []
         return Retrieval(tuple(demos), tuple(rows), np.asarray(embedding, np.float32))
+
+    def retrieve_many(self, embeddings: np.ndarray) -> list[Retrieval]:
+        """:meth:`retrieve` of each row of ``embeddings`` [q, dim], one index search per collection
+        for all of them (a server's batch of queued queries); the same retrievals as one by one."""
+        p, index = self.params, self.registry.index
+        demos = index.nearest_demonstrations_many(embeddings, p.n_demos)
+        rows = index.nearest_many(SKILLS, embeddings, p.n_skill_rows) if p.policy in rf.NEEDS_SKILL_ROWS else \
+            [([], [])] * len(embeddings)
+        return [Retrieval(tuple((name, sim) for name, sim, _ in d), tuple(zip(*r)), np.asarray(e, np.float32))
+                for d, r, e in zip(demos, rows, embeddings)]
 
     def classify(self, retrieval: Retrieval) -> tuple[SkillClassifier, np.ndarray, float]:
         """(model, probability of each of its skills [k], accept probability of the top one)."""

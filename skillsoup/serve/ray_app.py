@@ -213,6 +213,7 @@ class RayBackend:
         """Sent to a replica (it has the model) as skill-file text: plain values cross the wire."""
         texts = [dump_skill_yaml(s) for s in skills]
         results = await self.replica.options(multiplexed_model_id=NO_SKILL).add_skills.remote(texts, replace)
+        self.soup.registry.index.recent.bump()  # written by another process: the rows read here are stale
         return [AddResult(**r) for r in results]
 
     async def remove_skill(self, name: str) -> list[str]:

@@ -53,7 +53,13 @@ def open_soup(options: ServeOptions, model=None):
     return soup
 
 
+SKILL_ROWS_MAX_AGE = 1.0  # seconds: a skill changed by another process is answered with within this
+
+
 def warm_up(soup) -> None:
+    """Ready to serve: the embedder loaded, the neutral state computed, and each request's skill rows
+    read from memory for up to SKILL_ROWS_MAX_AGE (registry/recent.py) instead of from Chroma."""
+    soup.registry.rows_max_age = SKILL_ROWS_MAX_AGE
     soup.router.embed(["warm up"])
     if soup.model is not None:
         soup.model.neutral_state()

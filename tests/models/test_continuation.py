@@ -117,3 +117,28 @@ def test_hf_cache_round_trip_and_token_by_token_continuation(model):
             assert_close(f"token {t}", logits, full[:, t], RATIO)
     back = from_hf_cache(model, cache, n_tokens=30)
     assert_close("ssm after", back.ssm[0], model.capture(ids).ssm[0], RATIO)
+
+
+@pytest.mark.parametrize("lengths", [(7, 31, 1, 18), (40, 40)], ids=lambda v: "-".join(map(str, v)))
+def test_capture_many_equals_capture_one_by_one(model, lengths, monkeypatch):
+    """Prompts of different lengths from different states, read in one padded pass (what a batching
+    server does when it admits requests): each row is the state capture gives alone."""
+    starts = [model.capture(_ids(model, 5 + i, 20 + i)) for i in range(len(lengths))]
+    prompts = [_ids(model, n, 30 + i)[0].tolist() for i, n in enumerate(lengths)]
+    want = model.capture_many_ref(prompts, starts)
+    with monkeypatch.context() as m:  # one pass, not capture after capture
+        m.setattr(model, "capture", lambda *a: pytest.fail("capture_many read the prompts one by one"))
+        got = model.capture_many(prompts, starts)
+    assert got.n_tokens == want.n_tokens == [5 + i + n for i, n in enumerate(lengths)]
+    for i in range(model.num_layers):
+        assert_close(f"ssm.{i}", got.ssm[i], want.ssm[i], RATIO)
+        assert_close(f"conv.{i}", got.conv[i], want.conv[i], RATIO)
+    # the next token's logits agree too: the padding was never read
+    token = torch.full((len(lengths),), 5)
+    assert_close("next logits", model.step(token, got)[0], model.step(token, want)[0], RATIO)
+
+
+def test_capture_many_of_a_hybrid_model_reads_one_by_one(hybrid_model):
+    starts = [hybrid_model.neutral_state(), hybrid_model.capture([4, 5, 6])]
+    got = hybrid_model.capture_many([[7, 8], [9, 10, 11, 12]], starts)
+    assert got.batch_size == 2 and got.n_tokens == [2 + starts[0].n_tokens[0], 7]

@@ -135,6 +135,29 @@ def test_nearest_rows_equal_a_brute_force_search_and_skip_leftover_rows(syn_regi
     assert np.allclose([m.similarity for m in rows], [s for _, s in want], atol=1e-5)
 
 
+@pytest.mark.parametrize("policy", ["max", "max_skill_row"])
+def test_retrieving_a_batch_equals_retrieving_each_query_alone(syn_registry, policy):
+    """One index search for a server's batch of queries (Router.retrieve_many) finds what one search
+    per query finds, leftover rows skipped, skill rows too when the policy reads them."""
+    reg = syn_registry
+    ghost = make_skill("timer", n=6, description="an unfinished replacement")  # leftovers near timer queries
+    reg.index.put_demos(ghost, reg.embed_texts([d.input for d in ghost.demonstrations]))
+    router = Router(reg, params=RouterParams(policy=policy, n_demos=8))
+    vectors = reg.embed_texts(["timer input 3", "convert input 1", "banana guitar volcano", "timer input 5"])
+    calls = []
+    real = reg.index.nearest_many
+    reg.index.nearest_many = lambda *a: (calls.append((a[0], len(a[1]))), real(*a))[1]
+    many = router.retrieve_many(vectors)
+    assert calls[0] == ("demonstrations", 4)  # one search for all (then, alone, those that met leftovers)
+    reg.index.nearest_many = real
+    for vector, got in zip(vectors, many):
+        alone = router.retrieve(vector)
+        assert got.demo_hits == alone.demo_hits and got.skill_hits == alone.skill_hits
+        assert np.array_equal(got.embedding, alone.embedding)
+    assert any(m.demo_hits[0][0] == "timer" for m in many) and bool(many[0].skill_hits) == (policy != "max")
+    assert router.retrieve_many(vectors[:0]) == []
+
+
 def test_an_empty_registry_routes_to_nothing(tmp_path):
     from skillsoup.registry import SkillRegistry
 
