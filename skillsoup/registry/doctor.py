@@ -157,7 +157,11 @@ def _check_state(reg: RegistryCore, state_hash: str, fingerprint: str, sha: str,
     path = reg.store.path(state_hash, fingerprint)
     if not path.is_file():
         return "missing state file", str(path)
-    if file_sha256(path) != sha:
+    try:
+        digest = file_sha256(path)
+    except OSError as exc:  # e.g. a file another user wrote with no read permission for us
+        return "unreadable state", f"{path}: {exc.strerror or exc}"
+    if digest != sha:
         return "sha256 mismatch", str(path)
     check_with = model if model is not None and model.fingerprint == fingerprint else None
     try:

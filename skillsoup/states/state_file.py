@@ -157,10 +157,19 @@ def summarize(path: str | os.PathLike) -> StateSummary:
         raise StateFileError(f"cannot read the header of state file {path}: {exc}; {REBUILD}") from None
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path: Path, blob: bytes) -> None:
-    """temp file in the same folder, fsync, rename: readers see the old file or the new one."""
+    """temp file in the same folder, fsync, rename: readers see the old file or the new one. The file
+    gets the mode a plain open() would (0666 less the umask), not mkstemp's 0600: registries are
+    shared read-only with other users."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(blob)
             f.flush()

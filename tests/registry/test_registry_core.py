@@ -260,3 +260,25 @@ def test_state_sha256_ignores_header_key_order_but_not_content(tmp_path, tiny_mo
     assert len(shas) == 1
     state.ssm[0][0, 0, 0] += 1e-3
     assert file_sha256(state.save(tmp_path / "changed.safetensors")) not in shas
+
+
+def test_state_files_are_readable_by_others_and_doctor_reports_one_that_is_not(open_registry, tiny_model):
+    import os
+    import stat
+
+    reg = open_registry()
+    old = os.umask(0o022)
+    try:
+        reg.add([make_skill("alpha")], tiny_model)
+    finally:
+        os.umask(old)
+    path = reg.store.path(make_skill("alpha").state_hash, tiny_model.fingerprint)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644  # what open() gives under umask 022, not mkstemp's 0600
+    if os.geteuid() == 0:
+        return  # root reads any file: the unreadable case cannot be shown
+    path.chmod(0)
+    try:
+        kinds = {p.kind for p in reg.doctor(tiny_model, repair=False).problems}
+    finally:
+        path.chmod(0o644)
+    assert kinds == {"unreadable state"}  # one problem line, no PermissionError traceback
