@@ -171,22 +171,26 @@ def encode_batch(episodes, device):
     return ids.to(device), targets.to(device)
 
 
-def build_model(args):
+def model_config(args):
+    """-> (transformers model class, its config) for ``args``."""
     from transformers import Mamba2Config, Mamba2ForCausalLM, MambaConfig, MambaForCausalLM
 
+    common = dict(vocab_size=len(VOCAB), hidden_size=args.hidden, num_hidden_layers=args.layers, state_size=args.state,
+                  expand=2, conv_kernel=4, pad_token_id=0, bos_token_id=1, eos_token_id=2, tie_word_embeddings=True)
+    if args.arch == "mamba":
+        return MambaForCausalLM, MambaConfig(**common)
+    if (2 * args.hidden) % args.head_dim:
+        raise SystemExit(f"--head-dim {args.head_dim} must divide 2 * --hidden ({2 * args.hidden})")
+    return Mamba2ForCausalLM, Mamba2Config(**common, head_dim=args.head_dim, num_heads=2 * args.hidden // args.head_dim,
+                                           n_groups=1, chunk_size=64)
+
+
+def build_model(args):
     from skillsoup.models import StateModel
 
     torch.manual_seed(args.seed)
-    common = dict(vocab_size=len(VOCAB), hidden_size=args.hidden, num_hidden_layers=args.layers, state_size=args.state,
-                  expand=2, conv_kernel=4, pad_token_id=0, bos_token_id=1, eos_token_id=2, tie_word_embeddings=True)
-    if args.arch == "mamba2":
-        if (2 * args.hidden) % args.head_dim:
-            raise SystemExit(f"--head-dim {args.head_dim} must divide 2 * --hidden ({2 * args.hidden})")
-        config = Mamba2Config(**common, head_dim=args.head_dim, num_heads=2 * args.hidden // args.head_dim, n_groups=1,
-                              chunk_size=64)
-        hf = Mamba2ForCausalLM(config).to(args.device)
-    else:
-        hf = MambaForCausalLM(MambaConfig(**common)).to(args.device)
+    cls, config = model_config(args)
+    hf = cls(config).to(args.device)
     model = StateModel(hf, build_tokenizer(), fingerprint="train", source="training", impl="ref")
     hf.train()
     return model
