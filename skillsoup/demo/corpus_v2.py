@@ -309,6 +309,13 @@ def training_text(rng: random.Random, n_pairs: int, split: str = "train") -> tup
     return render_pairs(episode.template, episode.pairs)
 
 
+def training_pool(seed: str, n: int, min_pairs: int, max_pairs: int, split: str = "train") -> list:
+    """``n`` training texts (``training_text``) from their own generator seeded with ``seed``, each
+    of ``min_pairs``..``max_pairs`` pairs: a unit of work a trainer can hand to another process."""
+    rng = random.Random(seed)
+    return [training_text(rng, rng.randint(min_pairs, max_pairs), split) for _ in range(n)]
+
+
 def skill_object(name: str, n_demos: int = 8, split: str = "demo", seed: int = 0, n_tests: int = 50,
                  phrasing: str = "train") -> Skill:
     """The v2 demo skill as a :class:`Skill`: ``n_demos`` demonstrations from ``split`` in trained

@@ -81,3 +81,25 @@ def test_token_budget_batches(train):
     for _ in range(40):
         batch = next(stream)
         assert len(batch) * max(len(text) for text, _ in batch) <= max(2000, len(batch[0][0]))
+
+
+def test_v2_stream_is_the_same_with_worker_processes(train):
+    """Pools are seeded one by one, so making them in other processes changes nothing."""
+    here = train.EpisodeStream(3, 8, 1, 9, version="v2", batch_tokens=3000)
+    there = train.EpisodeStream(3, 8, 1, 9, version="v2", batch_tokens=3000, workers=2)
+    try:
+        assert [next(here) for _ in range(30)] == [next(there) for _ in range(30)]
+    finally:
+        there.close()
+
+
+def test_encode_batch_targets_are_the_answers(train):
+    from skillsoup.demo.tokenizer import VOCAB
+
+    episodes = [next(train.EpisodeStream(1, 4, 2, 3, version="v2"))[0], ("ab\ncd", [(2, 5)])]
+    ids, targets = train.encode_batch(episodes, "cpu")
+    for row, (text, spans) in enumerate(episodes):
+        assert "".join(VOCAB[i] for i in ids[row, : len(text)].tolist()) == text
+        wanted = {t - 1 for s, e in spans for t in range(s, e)}
+        for t in range(ids.shape[1]):
+            assert int(targets[row, t]) == (int(ids[row, t + 1]) if t in wanted else -100)
