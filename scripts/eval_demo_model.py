@@ -55,6 +55,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="router columns: text, state (comma-separated; '' for none); default text,state (v1), text (v2)")
     p.add_argument("--corpus", choices=("v1", "v2"), default="v1", help="the demo corpus the model was trained on")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--impl", default="auto", choices=("auto", "ref", "cpu", "triton"), help="the model's ops (load_model)")
     p.add_argument("--markdown", metavar="FILE", help="also write the table (and v2's goals) to FILE")
     args = p.parse_args(argv)
     if args.routers is None:
@@ -149,7 +150,7 @@ def main(argv=None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = load_model(args.model, device=args.device)
+    model = load_model(args.model, device=args.device, impl=args.impl)
     world = corpus_v2 if args.corpus == "v2" else corpus
     names = [s.strip() for s in args.skills.split(",") if s.strip()] or [s.name for s in world.SKILLS]
     ks = sorted({int(k) for k in args.k.split(",") if k.strip()} | ({args.demos} if args.corpus == "v2" else set()))
