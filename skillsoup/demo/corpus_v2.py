@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from skillsoup.demo import data
 from skillsoup.demo import data_v2 as d2
 from skillsoup.demo.catalog import TOOL_TEMPLATE, VARIANTS, Variant
-from skillsoup.demo.corpus import SPLITS, split_of
+from skillsoup.demo.corpus import SPLITS, VariantFacts, draw_distinct, render_pairs, split_of
 from skillsoup.skills.skill import DEFAULT_TEMPLATE, Demonstration, Skill
 
 NO_SKILL = "no skill for that"
@@ -170,21 +170,17 @@ class Pair:
     data: str  # the data text ("" for a no-skill request: the query is its own data)
     form: str  # the phrasing used (a no-skill form for no-skill requests)
 
+    input = property(lambda self: self.query)  # read like a Demonstration (corpus.render_pairs)
+    output = property(lambda self: self.answer)
+
     def demonstration(self) -> Demonstration:
         return Demonstration(self.query, self.answer)
 
 
 @dataclass(frozen=True)
-class DemoSkillV2:
+class DemoSkillV2(VariantFacts):
     variant: Variant
     intent_def: IntentV2
-
-    name = property(lambda self: self.variant.name)
-    description = property(lambda self: self.variant.description)
-    intent = property(lambda self: self.intent_def.name)
-    family = property(lambda self: self.intent_def.family)
-    template = property(lambda self: self.intent_def.template)
-    bundled = property(lambda self: self.variant.bundled)
 
     def answer(self, data: str) -> str:
         return _V2_RENDER.get(self.name, self.variant.render)(data)
@@ -233,17 +229,12 @@ def sample_pairs(skill: DemoSkillV2 | str, n: int, split: str = "train", seed: i
     _check(split, phrasing)
     data_rng = rng or random.Random(f"v2:{skill.family}:{split}:{seed}")
     form_rng = rng or random.Random(f"v2:{skill.intent}:{split}:{seed}:{phrasing}")
-    seen: dict[str, Pair] = {}
-    for _ in range(200 * n + 1000):
-        if len(seen) == n:
-            break
-        text = skill.intent_def.make_data(data_rng)
-        if split_of(text) == split and text not in seen:
-            query, form = phrase(skill.intent_def, text, form_rng, phrasing)
-            seen[text] = Pair(query, skill.answer(text), text, form)
-    if len(seen) < n:
-        raise ValueError(f"could not draw {n} distinct {split} inputs for {skill.name}")
-    return list(seen.values())
+
+    def make(text: str) -> Pair:
+        query, form = phrase(skill.intent_def, text, form_rng, phrasing)
+        return Pair(query, skill.answer(text), text, form)
+
+    return draw_distinct(lambda: skill.intent_def.make_data(data_rng), make, n, split, f"inputs for {skill.name}")
 
 
 def no_skill_pairs(n: int, split: str = "train", seed: int = 0, phrasing: str = "train",
@@ -253,17 +244,14 @@ def no_skill_pairs(n: int, split: str = "train", seed: int = 0, phrasing: str = 
     _check(split, phrasing)
     rng = rng or random.Random(f"v2:no-skill:{split}:{seed}:{phrasing}")
     forms = d2.NO_SKILL_FORMS if phrasing == "train" else d2.NO_SKILL_HELDOUT_FORMS
-    seen: dict[str, Pair] = {}
-    for _ in range(500 * n + 2000):
-        if len(seen) == n:
-            break
-        form = rng.choice(forms)
-        query = d2.no_skill_request(rng, (form,))
-        if split_of(query) == split and query not in seen:
-            seen[query] = Pair(query, NO_SKILL, "", form)
-    if len(seen) < n:
-        raise ValueError(f"could not draw {n} distinct {split} no-skill requests ({phrasing} phrasings)")
-    return list(seen.values())
+    drawn = {}  # the form of the request just drawn (make runs right after its draw)
+
+    def draw() -> str:
+        drawn["form"] = rng.choice(forms)
+        return d2.no_skill_request(rng, (drawn["form"],))
+
+    return draw_distinct(draw, lambda query: Pair(query, NO_SKILL, "", drawn["form"]), n, split,
+                         f"no-skill requests ({phrasing} phrasings)", tries=500 * n + 2000)
 
 
 @dataclass(frozen=True)
@@ -287,20 +275,6 @@ def training_episode(rng: random.Random, n_pairs: int, split: str = "train") -> 
         demos = sample_pairs(skill, n_pairs - 1, split, rng=rng) if n_pairs > 1 else []
         return Episode(skill.name, skill.template, tuple(demos + no_skill_pairs(1, split, rng=rng)))
     return Episode(skill.name, skill.template, tuple(sample_pairs(skill, n_pairs, split, rng=rng)))
-
-
-def render_pairs(template: str, pairs) -> tuple[str, list[tuple[int, int]]]:
-    """Text of ``pairs`` (anything with .query/.answer, or Demonstrations) in ``template``, and the
-    (start, end) character span of each answer including the text that ends it."""
-    head, tail = template.split("{output}", 1)
-    text, spans = "", []
-    for p in pairs:
-        query, answer = (p.query, p.answer) if isinstance(p, Pair) else (p.input, p.output)
-        text += head.replace("{input}", query).rstrip(" \t")
-        start = len(text)
-        text += head[len(head.rstrip(" \t")):] + answer + tail
-        spans.append((start, len(text)))
-    return text, spans
 
 
 def training_text(rng: random.Random, n_pairs: int, split: str = "train") -> tuple[str, list[tuple[int, int]]]:
