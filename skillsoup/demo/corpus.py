@@ -102,15 +102,15 @@ def sample_inputs(skill: DemoSkill | str, n: int, split: str = "train", seed: in
                          n, split, f"inputs for {skill.name}")
 
 
-def draw_distinct(draw, make, n: int, split: str, what: str, tries: int | None = None) -> list:
-    """``make(text)`` for the first ``n`` distinct texts ``draw()`` gives that fall in ``split``
-    (``make`` runs only for those, right after their draw); ValueError if ``tries`` draws fall short."""
+def draw_distinct(draw, make, n: int, split: str | None, what: str, tries: int | None = None) -> list:
+    """``make(text)`` for the first ``n`` distinct texts ``draw()`` gives that fall in ``split`` (None:
+    any) (``make`` runs only for those, right after their draw); ValueError if ``tries`` draws fall short."""
     seen: dict[str, object] = {}
     for _ in range(tries or 200 * n + 1000):
         if len(seen) == n:
             break
         text = draw()
-        if split_of(text) == split and text not in seen:
+        if (split is None or split_of(text) == split) and text not in seen:
             seen[text] = make(text)
     if len(seen) < n:
         raise ValueError(f"could not draw {n} distinct {split} {what}")

@@ -11,7 +11,8 @@ guess that demonstrations -- or an injected skill state -- settle. What v2 adds:
   the eval asks in them to see whether the model reads the request or recalls a sentence;
 - **copying**: words, names, email addresses, tasks and numbers from large pools and random strings
   (``data_v2``): the answer must be copied from the query, it cannot be recalled;
-- **arithmetic**: sums of two numbers 1..99, drawn twice as often as other intents;
+- **arithmetic**: sums of two numbers 1..99, drawn twice as often as other intents (contacts and
+  reminders, the longest copies, 1.5 times as often);
 - **no skill**: requests no skill covers, answered with one fixed line, ``NO_SKILL`` ("no skill for
   that"), both with no state (what the runtime reads when its router abstains) and after another
   skill's demonstrations (a router that picked wrongly).
@@ -239,19 +240,22 @@ def sample_pairs(skill: DemoSkillV2 | str, n: int, split: str = "train", seed: i
 
 def no_skill_pairs(n: int, split: str = "train", seed: int = 0, phrasing: str = "train",
                    rng: random.Random | None = None) -> list[Pair]:
-    """``n`` requests no skill covers (distinct, from ``split`` by a hash of the request), each
-    answered with ``NO_SKILL``; ``phrasing="heldout"`` asks in forms no training episode uses."""
+    """``n`` distinct requests no skill covers, each answered with ``NO_SKILL``. Trained phrasings:
+    requests from ``split`` (a hash of the request). Held-out phrasings (never trained on, whatever
+    their words): the forms in turn, so each is asked about equally often; ``split`` is not used."""
     _check(split, phrasing)
     rng = rng or random.Random(f"v2:no-skill:{split}:{seed}:{phrasing}")
     forms = d2.NO_SKILL_FORMS if phrasing == "train" else d2.NO_SKILL_HELDOUT_FORMS
-    drawn = {}  # the form of the request just drawn (make runs right after its draw)
+    drawn = {"i": 0}  # the form of the request just drawn (make runs right after its draw)
 
     def draw() -> str:
-        drawn["form"] = rng.choice(forms)
+        drawn["i"] += 1
+        drawn["form"] = rng.choice(forms) if phrasing == "train" else forms[drawn["i"] % len(forms)]
         return d2.no_skill_request(rng, (drawn["form"],))
 
-    return draw_distinct(draw, lambda query: Pair(query, NO_SKILL, "", drawn["form"]), n, split,
-                         f"no-skill requests ({phrasing} phrasings)", tries=500 * n + 2000)
+    return draw_distinct(draw, lambda query: Pair(query, NO_SKILL, "", drawn["form"]), n,
+                         split if phrasing == "train" else None, f"no-skill requests ({phrasing} phrasings)",
+                         tries=500 * n + 2000)
 
 
 @dataclass(frozen=True)

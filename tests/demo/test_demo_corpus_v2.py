@@ -141,10 +141,13 @@ def test_no_skill_requests_get_the_one_line(episodes):
     assert bare and after_skill
     assert all(p.answer == corpus_v2.NO_SKILL for e in bare for p in e.pairs)
     assert {e.template for e in after_skill} == {corpus.TOOL_TEMPLATE, corpus_v2.DEFAULT_TEMPLATE}  # the skill's own
-    tests = corpus_v2.no_skill_pairs(30, "heldout", phrasing="heldout")
+    tests = corpus_v2.no_skill_pairs(30, "heldout")
     assert all(p.answer == corpus_v2.NO_SKILL and corpus.split_of(p.query) == "heldout" for p in tests)
+    new_forms = corpus_v2.no_skill_pairs(50, "heldout", phrasing="heldout")
+    assert {p.form for p in new_forms} == set(data_v2.NO_SKILL_HELDOUT_FORMS)  # each form asked, in turn
+    assert all(p.answer == corpus_v2.NO_SKILL for p in new_forms)
     trained = {p.query for e in episodes for p in e.pairs if p.answer == corpus_v2.NO_SKILL}
-    assert not trained & {p.query for p in tests}
+    assert not trained & {p.query for p in tests + new_forms}
 
 
 def test_both_formats_of_every_request_are_trained_on_the_same_queries(episodes):
