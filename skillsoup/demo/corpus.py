@@ -32,12 +32,8 @@ SPLITS = ("train", "demo", "heldout")
 __all__ = ["TOOL_TEMPLATE", "DemoSkill", "SKILLS", "ALTERNATES", "ALL_SKILLS", "FAMILIES", "INTENT_VARIANTS"]
 
 
-@dataclass(frozen=True)
-class DemoSkill:
-    """One answer format of one intent."""
-
-    variant: Variant
-    intent_def: Intent
+class VariantFacts:
+    """What a demo skill reads off its ``variant`` and ``intent_def`` (shared by corpus v1 and v2)."""
 
     name = property(lambda self: self.variant.name)
     description = property(lambda self: self.variant.description)
@@ -45,6 +41,14 @@ class DemoSkill:
     family = property(lambda self: self.intent_def.family)
     template = property(lambda self: self.intent_def.template)
     bundled = property(lambda self: self.variant.bundled)
+
+
+@dataclass(frozen=True)
+class DemoSkill(VariantFacts):
+    """One answer format of one intent."""
+
+    variant: Variant
+    intent_def: Intent
 
     def data_of(self, query: str) -> str:
         """The data a query carries (what the split is decided on)."""
@@ -94,15 +98,22 @@ def sample_inputs(skill: DemoSkill | str, n: int, split: str = "train", seed: in
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     data_rng = rng or random.Random(f"{skill.family}:{split}:{seed}")
     form_rng = rng or random.Random(f"{skill.intent}:{split}:{seed}")
-    seen: dict[str, str] = {}
-    for _ in range(200 * n + 1000):
+    return draw_distinct(lambda: skill.intent_def.make_data(data_rng), lambda text: skill.intent_def.query(form_rng, text),
+                         n, split, f"inputs for {skill.name}")
+
+
+def draw_distinct(draw, make, n: int, split: str | None, what: str, tries: int | None = None) -> list:
+    """``make(text)`` for the first ``n`` distinct texts ``draw()`` gives that fall in ``split`` (None:
+    any) (``make`` runs only for those, right after their draw); ValueError if ``tries`` draws fall short."""
+    seen: dict[str, object] = {}
+    for _ in range(tries or 200 * n + 1000):
         if len(seen) == n:
             break
-        text = skill.intent_def.make_data(data_rng)
-        if split_of(text) == split and text not in seen:
-            seen[text] = skill.intent_def.query(form_rng, text)
+        text = draw()
+        if (split is None or split_of(text) == split) and text not in seen:
+            seen[text] = make(text)
     if len(seen) < n:
-        raise ValueError(f"could not draw {n} distinct {split} inputs for {skill.name}")
+        raise ValueError(f"could not draw {n} distinct {split} {what}")
     return list(seen.values())
 
 
@@ -123,7 +134,12 @@ def episode(rng: random.Random, k: int, split: str = "train") -> tuple[DemoSkill
 def render_episode(skill: DemoSkill, pairs: list[Demonstration]) -> tuple[str, list[tuple[int, int]]]:
     """Text of ``pairs`` rendered with the skill's template, and the (start, end) character span of
     each output including the text that ends it (what the model must write after the query)."""
-    head, tail = skill.template.split("{output}", 1)
+    return render_pairs(skill.template, pairs)
+
+
+def render_pairs(template: str, pairs) -> tuple[str, list[tuple[int, int]]]:
+    """:func:`render_episode` for any ``template`` and pairs with ``.input`` and ``.output``."""
+    head, tail = template.split("{output}", 1)
     text, spans = "", []
     for p in pairs:
         text += head.replace("{input}", p.input).rstrip(" \t")
