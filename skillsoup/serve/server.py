@@ -75,6 +75,31 @@ def build_local(soup, options: ServeOptions, on_close=None):
     return app, backend
 
 
+def bind_socket(host: str, port: int):
+    """The listening address taken now, before the model loads: a port in use fails in a moment with
+    one line, not after the whole start-up (uvicorn listens on this socket)."""
+    import socket
+
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    except (OSError, IndexError) as exc:
+        from skillsoup.errors import ServeError
+
+        raise ServeError(f"cannot listen on {host}:{port} ({exc}); check --host") from None
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: restarts need no wait
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        from skillsoup.errors import ServeError
+
+        raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another --port "
+                         "or stop the process that holds it") from None
+    sock.set_inheritable(True)
+    return sock
+
+
 def run_local(options: ServeOptions, log_level: str = "info", on_ready=None) -> None:
     """Serve until interrupted. On Ctrl-C or SIGTERM uvicorn finishes the requests in flight (5 s at
     most), the app's shutdown stops the engine and closes the registry, and the process ends with the
@@ -82,18 +107,24 @@ def run_local(options: ServeOptions, log_level: str = "info", on_ready=None) -> 
     import uvicorn
 
     options.check()
-    torch_threads(options.threads)
-    soup = open_soup(options)
+    sock = bind_socket(options.host, options.port)
+    try:
+        torch_threads(options.threads)
+        soup = open_soup(options)
+    except BaseException:
+        sock.close()
+        raise
     try:
         app, _ = build_local(soup, options, on_close=soup.close)
         if on_ready is not None:
             on_ready(soup)
     except BaseException:
         soup.close()
+        sock.close()
         raise
     server = uvicorn.Server(uvicorn.Config(app, host=options.host, port=options.port, log_level=log_level,
                                            timeout_graceful_shutdown=5))
-    server.run()
+    server.run(sockets=[sock])
 
 
 class ServerThread:

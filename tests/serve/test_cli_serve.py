@@ -71,6 +71,20 @@ def test_refuses_a_public_address_or_admin_without_a_key(monkeypatch, capsys):
         assert err.startswith("error:") and "API key" in err and len(err.strip().splitlines()) == 1
 
 
+def test_a_port_in_use_fails_in_one_line_before_loading(monkeypatch, capsys):
+    from skillsoup.cli import main
+
+    monkeypatch.setattr("skillsoup.serve.server.open_soup", lambda *a: pytest.fail("loaded before binding"))
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        assert main(["serve", "--port", str(port)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and f"127.0.0.1:{port}" in err and "--port" in err, err
+    assert len(err.strip().splitlines()) == 1
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
