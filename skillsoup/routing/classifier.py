@@ -199,8 +199,11 @@ def gaussian_classifier(x: np.ndarray, y: np.ndarray, n_classes: int, shrink: fl
     means = sums / counts[:, None]
     resid = x - means[y]
     cov = resid.T @ resid / max(1, len(x) - n_classes)
-    cov = (1 - shrink) * cov + shrink * (np.trace(cov) / len(cov)) * np.eye(len(cov))
-    cov += 1e-9 * np.trace(cov) / len(cov) * np.eye(len(cov))  # keeps Cholesky defined if shrink is 0
+    scale = np.trace(cov) / len(cov)
+    if not scale > 1e-12:  # no spread within any class (one example each): plain Euclidean distances
+        scale = 1.0
+    cov = (1 - shrink) * cov + shrink * scale * np.eye(len(cov))
+    cov += 1e-9 * scale * np.eye(len(cov))  # keeps Cholesky defined if shrink is 0
     # cov = L L^T, so x @ inv(L)^T has identity covariance (Cholesky: several times cheaper than eigh)
     whiten = np.linalg.inv(np.linalg.cholesky(cov)).T
     return whiten.astype(np.float32), (means @ whiten).astype(np.float32)

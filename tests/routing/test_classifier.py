@@ -107,3 +107,12 @@ def test_skills_added_changed_and_removed_after_the_fit():
     q = np.random.default_rng(3).normal(size=(5, 6))
     full = model.discriminants(model.project(q))
     assert np.allclose(now.discriminants(now.project(q)), full[:, [0, 3]])
+
+
+def test_gaussian_classifier_with_one_example_per_class_uses_plain_distances():
+    from skillsoup.routing.classifier import gaussian_classifier
+
+    x = np.eye(3, 8)  # no spread within any class: the covariance is zero before shrinkage
+    whiten, means = gaussian_classifier(x, np.arange(3), 3)
+    assert np.isfinite(whiten).all() and np.allclose(means, x @ whiten)
+    assert np.allclose(whiten, whiten[0, 0] * np.eye(8), atol=1e-6) and whiten[0, 0] > 0  # a multiple of I

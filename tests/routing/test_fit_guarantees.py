@@ -161,3 +161,61 @@ def test_unknown_objectives_are_refused_by_name(bad):
 
     with pytest.raises(RoutingError, match="accuracy@R"):
         sel.min_abstain(bad)
+
+
+def _sibling_skills():
+    """Four skills whose demonstrations carry the same data under four requests (as the bundled demo
+    skills do), and real queries: the request with data never seen."""
+    import random
+
+    from skillsoup.skills.skill import Demonstration, Skill
+
+    rng = random.Random(0)
+    requests = {"acronym": "acronym initials", "count": "wordcount tally", "upper": "uppercase capitals",
+                "snake": "snakecase identifier"}
+    seen = [" ".join(rng.sample("oak river lamp stone jacket forest silver orange dusty market".split(), 3))
+            for _ in range(8)]
+    fresh = "zebra planet velvet ladder apple cedar purple meadow glass feather".split()
+    skills = [Skill(name, f"the {name} skill", tuple(Demonstration(f"{req} {data}", f"{name}-{i}")
+                                                      for i, data in enumerate(seen)))
+              for name, req in requests.items()]
+    queries = [{"query": f"{req} {' '.join(rng.sample(fresh, 3))}", "skill": name}
+               for name, req in requests.items() for _ in range(10)]
+    return skills, queries
+
+
+@pytest.mark.parametrize("twins", [True, False])
+def test_a_fit_on_sibling_skills_demonstrations_alone_keeps_routing(tmp_path, tiny_model, monkeypatch, twins):
+    import skillsoup.routing.crossval as cv
+    from skillsoup.registry import SkillRegistry
+
+    skills, queries = _sibling_skills()
+    with SkillRegistry.open(tmp_path / "reg", embedder="hash:256") as reg:
+        reg.add(skills, tiny_model)
+        router = Router(reg)
+        before = evaluate(router, queries, latency_sample=0)["in_scope_accuracy"]
+        if not twins:  # without twin folds, held-out demonstrations are found by their data
+            monkeypatch.setattr(cv, "TWIN_SIMILARITY", 2.0)
+        fit(router, None, save=False)
+        after = evaluate(router, queries, latency_sample=0)["in_scope_accuracy"]
+    assert before >= 0.9
+    if twins:
+        assert after >= before - 0.05, (before, after)
+    else:
+        assert after < before - 0.2, (before, after)  # the failure the twin folds prevent
+
+
+def test_twin_groups_join_the_same_data_across_skills_only():
+    import skillsoup.routing.crossval as cv
+    from skillsoup.embedding import get_embedder
+
+    skills, _ = _sibling_skills()
+    texts = [d.input for s in skills for d in s.demonstrations]
+    y = np.repeat(np.arange(len(skills)), len(skills[0].demonstrations))
+    groups = cv.twin_groups(get_embedder("hash:256").embed(texts), y, cv.TWIN_SIMILARITY)
+    by_data = {}
+    for text, g in zip(texts, groups):
+        by_data.setdefault(text.split(" ", 2)[2], set()).add(g)
+    assert all(len(g) == 1 for g in by_data.values())  # one data, one group, across the four skills
+    assert len(set(groups)) == len(by_data)
+    assert (cv.twin_groups(np.eye(4, dtype=np.float32), np.array([0, 0, 1, 1]), 0.6) == np.arange(4)).all()
