@@ -167,7 +167,7 @@ def main(argv=None) -> int:
     if kinds:
         from skillsoup.registry import SkillRegistry
 
-        with SkillRegistry.open(tempfile.mkdtemp(prefix="skillsoup-eval-")) as registry:
+        with tempfile.TemporaryDirectory(prefix="skillsoup-eval-") as folder, SkillRegistry.open(folder) as registry:
             registry.add(skills, model)
             for kind in kinds:
                 picker = icl_eval.router_picker(registry, model, kind)
