@@ -79,7 +79,7 @@ def chat(
 
     options = ChatOptions(router=router, mix=mix, kv=kv, max_new_tokens=max_tokens, temperature=temperature)  # checked first
     m = load_cli_model(model, device, dtype)
-    with open_registry(registry, chroma_url) as reg:
+    with open_registry(registry, chroma_url, create=True) as reg:
         session = ChatSession(SkillSoup(reg, m), console, options)
         session.first_start(_confirm(yes))
         n = len(reg.names())

@@ -58,9 +58,17 @@ def quiet_libraries() -> None:
         hf_logging.disable_progress_bar()
 
 
-def open_registry(registry: Optional[Path], chroma_url: Optional[str]):
+def open_registry(registry: Optional[Path], chroma_url: Optional[str], create: bool = False):
+    """The registry of --registry / --chroma-url (default: the configured one). A --registry folder
+    that does not exist is created only by commands that write (``create``): a mistyped path given to
+    route, ask or list is an error, not a new empty registry that answers without skills."""
     from skillsoup.registry import SkillRegistry
 
+    if registry is not None and chroma_url is None and not create and not Path(registry).expanduser().exists():
+        from skillsoup.errors import RegistryError
+
+        raise RegistryError(f"registry {registry} does not exist; check --registry (skillsoup add FILES "
+                            f"--registry {registry} creates one)")
     quiet_libraries()
     return SkillRegistry.open(registry, chroma_url=chroma_url)
 

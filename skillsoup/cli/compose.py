@@ -47,7 +47,7 @@ def compose(
     names = [s.strip() for s in sources.split(",") if s.strip()]
     pairs = load_examples(examples)
     m = load_cli_model(model)
-    with open_registry(registry, chroma_url) as reg:
+    with open_registry(registry, chroma_url, create=True) as reg:
         result, added = compose_skill(
             reg, m, name, names, pairs, template=_unescape(template) if template is not None else None,
             description=description, seed=seed, holdout=holdout, replace=replace, conv=conv, kv=kv,

@@ -149,9 +149,8 @@ def ask(
     from skillsoup.runtime import SkillSoup
 
     pins = _pins(skill)
-    m = load_cli_model(model, device, dtype)
-    with open_registry(registry, chroma_url) as reg:
-        soup = SkillSoup(reg, m)
+    with open_registry(registry, chroma_url) as reg:  # a mistyped --registry fails before the model loads
+        soup = SkillSoup(reg, load_cli_model(model, device, dtype))
         stream = soup.stream(query, skills=pins, mix=mix, kv=kv, routing=not no_route, router=router, top_k=top_k,
                              max_new_tokens=max_tokens, temperature=temperature, seed=seed)
         if as_json:

@@ -72,7 +72,7 @@ def add(
 
     skills = load_skills(paths)
     m = load_cli_model(model)
-    with open_registry(registry, chroma_url) as reg, _progress("capturing") as progress:
+    with open_registry(registry, chroma_url, create=True) as reg, _progress("capturing") as progress:
         results = reg.add(skills, m, replace=replace, progress=progress)
     console.print(_results_table(results, f"{len(results)} skills in {reg.path}"))
     counts = {s: sum(r.status == s for r in results) for s in ("added", "replaced", "unchanged")}
@@ -253,15 +253,15 @@ def doctor(
     from skillsoup import config
     from skillsoup.errors import ModelLoadError
 
-    m = None
-    if model is not None:
-        m = load_cli_model(model)
-    else:
-        try:
-            m = load_cli_model(config.default_model())
-        except ModelLoadError:
-            err_console.print("[dim]no default model: checking recorded states only (pass --model to check one)[/]")
-    with open_registry(registry, chroma_url) as reg:
+    with open_registry(registry, chroma_url) as reg:  # a mistyped --registry fails before the model loads
+        m = None
+        if model is not None:
+            m = load_cli_model(model)
+        else:
+            try:
+                m = load_cli_model(config.default_model())
+            except ModelLoadError:
+                err_console.print("[dim]no default model: checking recorded states only (pass --model to check one)[/]")
         if reg.read_only and not no_repair:
             err_console.print(f"[dim]registry {escape(str(reg.path))} is read-only: checking only, repairing nothing[/]")
         report = reg.doctor(m, repair=not no_repair and not reg.read_only)

@@ -13,6 +13,7 @@ from registry_helpers import subprocess_env
 
 
 def test_ask_says_when_the_token_limit_cut_the_answer(cli, mamba_dir, tmp_path):
+    (tmp_path / "reg").mkdir()  # an empty registry: read commands never create one
     reg = ["--registry", tmp_path / "reg", "--model", mamba_dir, "--no-route"]
     cut = cli("ask", "hello", "--max-tokens", "2", *reg)
     assert cut.code == 0, cut

@@ -146,3 +146,11 @@ def test_malformed_and_unknown_labels(cli, reg, tmp_path):
     unknown = write_jsonl(tmp_path / "unknown.jsonl", [{"query": "q", "skill": "timer"}, {"query": "r", "skill": "nope"}])
     _one_red_line(cli("fit", unknown, *reg), f"{unknown}:2", "unknown skill 'nope'")
     _one_red_line(cli("eval", "routing", tmp_path / "missing.jsonl", *reg), "does not exist")
+
+
+def test_a_mistyped_registry_is_an_error_for_commands_that_only_read(cli, tmp_path):
+    typo = tmp_path / "no-such-registry"
+    for args in (["route", QUERY], ["ask", QUERY], ["skills", "list"], ["eval", "routing", tmp_path / "x.jsonl"],
+                 ["fit"], ["doctor"]):
+        _one_red_line(cli(*args, "--registry", typo), "does not exist", "--registry")
+        assert not typo.exists(), args  # nothing created
