@@ -102,6 +102,10 @@ class TextEmbedder:
     def __repr__(self) -> str:
         return f"TextEmbedder({self.name!r})"
 
+    def load(self) -> None:
+        """Load the model now (it otherwise loads on first use), e.g. before timing a query."""
+        _ = self.model
+
     @property
     def model(self):
         if self._model is None:

@@ -266,8 +266,10 @@ class SkillSoup:
         """Which skills answer ``query``: ``skills`` pinned (as for :meth:`stream`), else routed
         (unless ``routing`` is off: no skill)."""
         query = check_query(query)
-        t0 = time.perf_counter()
         pinned = skills is not None
+        if routing and not pinned:
+            self.router.load()  # once: its load time is not route time
+        t0 = time.perf_counter()
         if pinned:
             matches = self._pinned(skills)
         elif routing:

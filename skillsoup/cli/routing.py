@@ -94,6 +94,7 @@ def route(
     m = load_cli_model(model) if router != "text" else None
     with open_registry(registry, chroma_url) as reg:
         r = Router(reg, m)
+        r.load()  # the embedder's load is not route time
         t0 = time.perf_counter()
         matches = r.route(query, top_k=top_k, router=router, examples=_examples(example))
         ms = (time.perf_counter() - t0) * 1000

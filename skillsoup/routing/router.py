@@ -294,6 +294,12 @@ class Router:
     def embed(self, queries: Sequence[str]) -> np.ndarray:
         return self.registry.embed_texts(list(queries))
 
+    def load(self) -> None:
+        """Load the query embedder now (seconds for MiniLM), so that route times measure routing."""
+        load = getattr(self.registry.embedder, "load", None)
+        if load is not None:
+            load()
+
     def retrieve(self, embedding: np.ndarray) -> Retrieval:
         """The nearest demonstrations (and skill rows, when the policy uses them) of one query."""
         p, reg = self.params, self.registry

@@ -78,3 +78,20 @@ def test_route_many_equals_route_one_by_one(soup):
     assert soup.router.route_many([]) == []
     with pytest.raises(RoutingError, match="empty"):
         soup.router.route_many(["fine", "  "])
+
+
+def test_route_time_leaves_out_the_embedders_first_load(soup, monkeypatch):
+    import time
+
+    embedder = soup.registry.embedder
+    loads = []
+
+    def slow_load():  # what a sentence-transformers model costs on first use (seconds); here 0.5 s
+        if not loads:
+            time.sleep(0.5)
+        loads.append(1)
+
+    monkeypatch.setattr(embedder, "load", slow_load, raising=False)
+    plan = soup.plan(QUERIES[1])
+    assert loads and plan.route_ms < 500, plan.route_ms
+    assert soup.plan(QUERIES[1], skills=["timer"]).route_ms == 0.0
