@@ -30,8 +30,16 @@ from skillsoup.errors import RoutingError
 
 QueryArg = Annotated[str, typer.Argument(help="The request, in quotes.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
-TopKOpt = Annotated[Optional[int], typer.Option("--top-k", "-k", help="At most this many skills (default: the router's).")]
-RouterOpt = Annotated[str, typer.Option("--router", "-r", help="text, state (needs the model) or hybrid.")]
+def _router_name(value: str) -> str:
+    from skillsoup.routing.router import ROUTERS
+
+    if value not in ROUTERS:  # a usage error (exit 2, names the option), checked before anything loads
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(ROUTERS)}")
+    return value
+
+
+TopKOpt = Annotated[Optional[int], typer.Option("--top-k", "-k", min=1, help="At most this many skills (default: the router's).")]
+RouterOpt = Annotated[str, typer.Option("--router", "-r", callback=_router_name, help="text, state (needs the model) or hybrid.")]
 ExampleOpt = Annotated[
     Optional[list[str]],
     typer.Option("--example", "-e", help="An INPUT=>OUTPUT pair read before the query by the state router (up to 2)."),
@@ -87,10 +95,8 @@ def route(
     model: ModelOpt = None,
 ) -> None:
     """Which skills a query goes to, with scores and weights (a dry run: nothing is generated)."""
-    from skillsoup.routing.router import ROUTERS, Router
+    from skillsoup.routing.router import Router
 
-    if router not in ROUTERS:
-        raise RoutingError(f"unknown router {router!r}; choose one of {', '.join(ROUTERS)}")
     m = load_cli_model(model) if router != "text" else None
     with open_registry(registry, chroma_url) as reg:
         r = Router(reg, m)
@@ -136,7 +142,7 @@ def ask(
     no_route: Annotated[bool, typer.Option("--no-route", help="Use no skill unless --skill is given.")] = False,
     router: RouterOpt = "text",
     top_k: TopKOpt = None,
-    max_tokens: Annotated[int, typer.Option("--max-tokens", "-n", help="Most new tokens.")] = 64,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", "-n", min=1, max=4096, help="Most new tokens.")] = 64,
     temperature: Annotated[float, typer.Option("--temperature", "-t", help="0 = greedy.")] = 0.0,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Seed for sampling.")] = None,
     registry: RegistryOpt = None,
@@ -227,10 +233,8 @@ def eval_routing(
     """Routing accuracy, abstention, macro-F1, calibration and latency, next to the
     nearest-neighbour-threshold baseline."""
     from skillsoup.routing.metrics import KEYS, evaluate
-    from skillsoup.routing.router import ROUTERS, Router
+    from skillsoup.routing.router import Router
 
-    if router not in ROUTERS:
-        raise RoutingError(f"unknown router {router!r}; choose one of {', '.join(ROUTERS)}")
     m = load_cli_model(model) if router != "text" else None
     with open_registry(registry, chroma_url) as reg:
         r = Router(reg, m)

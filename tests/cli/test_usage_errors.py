@@ -31,7 +31,11 @@ def run_skillsoup(*args: str, tmp_path: Path) -> subprocess.CompletedProcess:
     (["ask", "hi", "--bogus"], "error: No such option: --bogus (see skillsoup ask --help)"),
     (["ask", "hi", "--max-tokens", "abc"], "error: Invalid value for '--max-tokens' / '-n'"),
     (["skills", "lst"], "error: No such command 'lst'. Did you mean 'list'? (see skillsoup skills --help)"),
-], ids=["unknown-command", "missing-argument", "unknown-option", "bad-integer", "unknown-subcommand"])
+    (["ask", "hi", "--router", "psychic"], "error: Invalid value for '--router' / '-r': 'psychic' is not one of text"),
+    (["route", "hi", "--top-k", "0"], "error: Invalid value for '--top-k' / '-k': Input should be greater than or equal to 1"),
+    (["ask", "hi", "--max-tokens", "0"], "error: Invalid value for '--max-tokens' / '-n': Input should be greater than or equal to 1"),
+], ids=["unknown-command", "missing-argument", "unknown-option", "bad-integer", "unknown-subcommand", "bad-router",
+        "top-k-0", "max-tokens-0"])
 def test_usage_errors_are_one_red_line_and_exit_2(args, message, tmp_path):
     r = run_skillsoup(*args, tmp_path=tmp_path)
     assert r.returncode == 2, r
