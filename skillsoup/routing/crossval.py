@@ -17,8 +17,10 @@ oak" and "word count of red oak"; the bundled demo skills do it by design). A de
 while its twin in a sibling stays in the memory is found by its data, not its request, and the
 estimates say nothing about real queries (a fit on the demo skills alone once took routing from 0.96
 to 0.53). So demonstrations whose residuals (embedding minus the skill's mean: the data, not the
-request) are closer than TWIN_SIMILARITY across skills are twins: they fall into the same fold, and
-the twins of held-out skills leave the model and the memory of that fold.
+request) are closer than TWIN_SIMILARITY across skills are twins: they fall into the same fold, and,
+when the in-scope items are demonstrations (no labelled queries), the twins of held-out skills leave
+the model and the memory of that fold too. With labelled queries the in-scope items meet the whole
+memory, so the "no skill" items do as well: there, a twin is a real confusable request.
 """
 
 from __future__ import annotations
@@ -122,8 +124,9 @@ def out_of_fold(ex: Examples, n_demos: int, n_rows: int, shrink: float, seed: in
     all_queries = np.ones(len(ex.query_y), bool)
     groups = []
     in_scope = np.flatnonzero(ex.query_y >= 0)
-    twins = twin_groups(ex.demo_x, ex.demo_y, TWIN_SIMILARITY)
-    if len(in_scope) >= 2 * FOLDS:  # folds over the labelled queries
+    demo_folds = len(in_scope) < 2 * FOLDS
+    twins = twin_groups(ex.demo_x, ex.demo_y, TWIN_SIMILARITY) if demo_folds else None
+    if not demo_folds:  # folds over the labelled queries
         fold = np.full(len(ex.query_y), -1)
         fold[in_scope] = rng.permutation(len(in_scope)) % FOLDS
         for f in range(FOLDS):
@@ -151,7 +154,8 @@ def out_of_fold(ex: Examples, n_demos: int, n_rows: int, shrink: float, seed: in
             if keep.sum() < 2:
                 continue
             held_d = ~keep[ex.demo_y]
-            seen = ~np.isin(twins, twins[held_d])  # neither the held-out skills' demonstrations nor their twins
+            # pseudo items meet the memory the in-scope items met: without twins when those were demonstrations
+            seen = ~np.isin(twins, twins[held_d]) if demo_folds else all_demos
             trained = _train(ex, keep, seen, all_queries, shrink)
             held_q = (ex.query_y >= 0) & ~keep[np.maximum(ex.query_y, 0)]
             x = np.concatenate([ex.query_x[held_q], ex.demo_x[held_d]])
