@@ -31,18 +31,8 @@ step() {  # step NAME SECONDS LOGFILE COMMAND...: run with a time limit, keep go
 }
 
 # ---- packages: the carried transformers wheel, skillsoup and kernels/ as skillsoup_kernels --------
-SITE=/tmp/site
-mkdir -p "$SITE"
-if ls .whl/*.whl >/dev/null 2>&1; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl \
-        >>"$OUT/summary.log" 2>&1 || log "WARNING: installing .whl/*.whl failed; using the image's packages"
-else
-    log "WARNING: no .whl/ carried: transformers is the image's own (5.17), the project pins 5.23"
-fi
-ln -sfn "$ROOT/kernels" "$SITE/skillsoup_kernels"
-export PYTHONPATH="$SITE:$ROOT${PYTHONPATH:+:$PYTHONPATH}"
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-export TRANSFORMERS_VERBOSITY=error
+LOGFILE="$OUT/summary.log"
+. "$ROOT/scripts/gpu_site.sh"
 python3 - >>"$OUT/summary.log" 2>&1 <<'EOF'
 import torch, triton, transformers, skillsoup_kernels, skillsoup
 print(f"python OK: torch {torch.__version__} (CUDA {torch.version.cuda}), triton {triton.__version__}, "

@@ -32,17 +32,8 @@ LOG="$OUT/run.log"
 START=$(date +%s)
 log() { echo "[gpu_train_demo_v2 +$(( $(date +%s) - START ))s] $*" | tee -a "$LOG"; }
 
-SITE=/tmp/site
-mkdir -p "$SITE"
-if ls .whl/*.whl >/dev/null 2>&1; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl \
-        >>"$LOG" 2>&1 || log "WARNING: installing .whl/*.whl failed; using the image's packages"
-else
-    log "WARNING: no .whl/ carried: transformers is the image's own, the project pins 5.23"
-fi
-ln -sfn "$ROOT/kernels" "$SITE/skillsoup_kernels"
-export PYTHONPATH="$SITE:$ROOT${PYTHONPATH:+:$PYTHONPATH}"
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false TRANSFORMERS_VERBOSITY=error
+LOGFILE="$LOG"
+. "$ROOT/scripts/gpu_site.sh"
 python3 -c "import torch, transformers; print(f'torch {torch.__version__} CUDA {torch.version.cuda}, transformers \
 {transformers.__version__}, GPU {torch.cuda.get_device_name(0)}')" 2>&1 | tee -a "$LOG"
 
