@@ -60,6 +60,7 @@ def _confirm(yes: bool) -> Callable[[str], bool]:
 
 @app.command()
 def chat(
+    ctx: typer.Context,
     registry: RegistryOpt = None,
     chroma_url: ChromaUrlOpt = None,
     model: ModelOpt = None,
@@ -77,7 +78,12 @@ def chat(
     from skillsoup.chat import ChatOptions, ChatSession
     from skillsoup.runtime import SkillSoup
 
-    options = ChatOptions(router=router, mix=mix, kv=kv, max_new_tokens=max_tokens, temperature=temperature)  # checked first
+    from skillsoup.errors import SkillsoupError
+
+    try:  # checked first; a bad value is a usage error (exit 2, names chat --help), as for other commands
+        options = ChatOptions(router=router, mix=mix, kv=kv, max_new_tokens=max_tokens, temperature=temperature)
+    except SkillsoupError as exc:
+        raise typer.BadParameter(str(exc), ctx=ctx) from None
     m = load_cli_model(model, device, dtype)
     with open_registry(registry, chroma_url, create=True) as reg:
         session = ChatSession(SkillSoup(reg, m), console, options)

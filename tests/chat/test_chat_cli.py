@@ -33,7 +33,7 @@ def run_chat(monkeypatch, capsys, mamba_dir):
 ])
 def test_bad_options_are_one_red_line(run_chat, args, message, tmp_path):
     code, out, err = run_chat("--registry", tmp_path / "reg", *args)
-    assert code == 1 and message in err and len(err.strip().splitlines()) == 1
+    assert code == 2 and message in err and "skillsoup chat --help" in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "reg").exists()  # checked before anything is opened
 
 
