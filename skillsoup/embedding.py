@@ -7,6 +7,7 @@ sentence-transformers model name or folder can be given instead. Loaded models a
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -44,23 +45,90 @@ def _load(source: str, device: str, offline: bool):
             return _MODELS[key]
         if offline:  # a local folder is complete: never let the hub be asked (read at import)
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        if offline and MeanPooledEncoder.handles(Path(source)):
+            try:
+                with quiet_loading():
+                    model = MeanPooledEncoder(Path(source), device)
+            except (OSError, ValueError) as exc:
+                raise ModelLoadError(f"cannot load embedding model {source!r}: {exc}") from None
+            log.info("loaded embedding model %s on %s (transformers, mean pooling)", source, device)
+            _MODELS[key] = model
+            return model
+        return _load_sentence_transformer(source, device, offline, key)
+
+
+def _load_sentence_transformer(source: str, device: str, offline: bool, key: tuple[str, str]):
+    """The reference loader: any sentence-transformers model (``_LOCK`` held)."""
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError:
+        raise ModelLoadError(
+            "text embedding needs the package sentence-transformers (pip install sentence-transformers)"
+        ) from None
+    try:
+        with quiet_loading():
+            model = SentenceTransformer(source, device=device, local_files_only=offline)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(
+            f"cannot load embedding model {source!r}: {exc}. Pass an existing sentence-transformers "
+            "folder, or a hub name while online"
+        ) from None
+    log.info("loaded embedding model %s on %s", source, device)
+    _MODELS[key] = model
+    return model
+
+
+class MeanPooledEncoder:
+    """A sentence-transformers folder whose pipeline is Transformer -> mean pooling [-> Normalize]
+    (all-MiniLM-L6-v2 and most sentence encoders), run on transformers alone: the same embeddings as
+    SentenceTransformer (tests compare them) without importing sentence-transformers, whose import
+    (scikit-learn with it) took 8-15 s of every CLI call that routes."""
+
+    PIPELINE = ("sentence_transformers.models.Transformer", "sentence_transformers.models.Pooling")
+
+    @classmethod
+    def handles(cls, folder: Path) -> bool:
         try:
-            from sentence_transformers import SentenceTransformer
-        except ImportError:
-            raise ModelLoadError(
-                "text embedding needs the package sentence-transformers (pip install sentence-transformers)"
-            ) from None
-        try:
-            with quiet_loading():
-                model = SentenceTransformer(source, device=device, local_files_only=offline)
-        except (OSError, ValueError) as exc:
-            raise ModelLoadError(
-                f"cannot load embedding model {source!r}: {exc}. Pass an existing sentence-transformers "
-                "folder, or a hub name while online"
-            ) from None
-        log.info("loaded embedding model %s on %s", source, device)
-        _MODELS[key] = model
-        return model
+            modules = [m["type"] for m in json.loads((folder / "modules.json").read_text())]
+            pooling_dir = json.loads((folder / "modules.json").read_text())[1]["path"]
+            pooling = json.loads((folder / pooling_dir / "config.json").read_text())
+        except (OSError, ValueError, KeyError, IndexError, TypeError):
+            return False
+        modes = {k: v for k, v in pooling.items() if k.startswith("pooling_mode")}
+        return (tuple(modules[:2]) == cls.PIPELINE and modules[2:] in ([], ["sentence_transformers.models.Normalize"])
+                and modes.get("pooling_mode_mean_tokens") is True and sum(bool(v) for v in modes.values()) == 1)
+
+    def __init__(self, folder: Path, device: str = "cpu"):
+        from transformers import AutoModel, AutoTokenizer
+
+        settings = folder / "sentence_bert_config.json"
+        config = json.loads(settings.read_text()) if settings.exists() else {}
+        self.max_seq_length = int(config.get("max_seq_length", 512))
+        self.lower = bool(config.get("do_lower_case", False))
+        self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        self.net = AutoModel.from_pretrained(folder, local_files_only=True).to(device).eval()
+        self.device = device
+
+    def get_sentence_embedding_dimension(self) -> int:
+        return int(self.net.config.hidden_size)
+
+    def encode(self, texts: list[str], batch_size: int = 64, **_) -> np.ndarray:
+        """[n, dim] unit rows, as SentenceTransformer.encode(normalize_embeddings=True) gives them."""
+        import torch
+
+        texts = [str(t).strip() for t in texts]  # as sentence-transformers' Transformer module does
+        if self.lower:
+            texts = [t.lower() for t in texts]
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(texts), batch_size):
+                batch = self.tokenizer(texts[start : start + batch_size], padding=True, truncation="longest_first",
+                                       max_length=self.max_seq_length, return_tensors="pt").to(self.device)
+                hidden = self.net(**batch).last_hidden_state
+                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+                out.append(torch.nn.functional.normalize(pooled, dim=-1).float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, self.get_sentence_embedding_dimension()), np.float32)
 
 
 @contextmanager

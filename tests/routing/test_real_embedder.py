@@ -32,3 +32,32 @@ def test_default_embedder_routes_paraphrases_and_abstains_on_unrelated(tmp_path,
         assert router.route("how far is 12 km in miles")[0].name == "convert-units"
         assert router.route("I hated this film, the acting was awful")[0].name == "sentiment"
         assert router.route("who painted the Mona Lisa") == []
+
+
+@pytest.mark.slow
+def test_the_mean_pooled_encoder_gives_sentence_transformers_embeddings(tmp_path):
+    """The default embedder runs on transformers alone (MeanPooledEncoder); sentence-transformers is
+    its reference and must agree on stripped, long (truncated at 256 tokens), empty-ish and non-ASCII text."""
+    import json
+
+    import numpy as np
+
+    from skillsoup.embedding import MeanPooledEncoder, TextEmbedder, _default_source, _load_sentence_transformer
+
+    texts = ["  set a timer for ten minutes  ", "x", "word " * 400, "Ünïcödé çafé — 北京", "convert 3 km to meters"]
+    fast = TextEmbedder()
+    assert isinstance(fast.model, MeanPooledEncoder) and fast.dim == 384
+    reference = _load_sentence_transformer(_default_source(), "cpu", True, ("reference", "cpu"))
+    expected = reference.encode(texts, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+    np.testing.assert_allclose(fast.embed(texts), expected, atol=1e-6)
+    assert fast.embed(texts[:1]).shape == (1, 384) and fast.embed([]).shape == (0, 384)
+    # a pipeline it does not reproduce (CLS pooling) goes to sentence-transformers
+    folder = tmp_path / "cls"
+    (folder / "1_Pooling").mkdir(parents=True)
+    (folder / "modules.json").write_text(json.dumps([
+        {"path": "", "type": "sentence_transformers.models.Transformer"},
+        {"path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]))
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_cls_token": True,
+                                                                 "pooling_mode_mean_tokens": False}))
+    assert MeanPooledEncoder.handles(folder) is False
+    assert MeanPooledEncoder.handles(tmp_path) is False  # no modules.json
