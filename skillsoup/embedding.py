@@ -52,13 +52,14 @@ def _load(source: str, device: str, offline: bool):
             except (OSError, ValueError) as exc:
                 raise ModelLoadError(f"cannot load embedding model {source!r}: {exc}") from None
             log.info("loaded embedding model %s on %s (transformers, mean pooling)", source, device)
-            _MODELS[key] = model
-            return model
-        return _load_sentence_transformer(source, device, offline, key)
+        else:
+            model = _load_sentence_transformer(source, device, offline)
+        _MODELS[key] = model
+        return model
 
 
-def _load_sentence_transformer(source: str, device: str, offline: bool, key: tuple[str, str]):
-    """The reference loader: any sentence-transformers model (``_LOCK`` held)."""
+def _load_sentence_transformer(source: str, device: str, offline: bool):
+    """The reference loader: any sentence-transformers model."""
     try:
         from sentence_transformers import SentenceTransformer
     except ImportError:
@@ -74,7 +75,6 @@ def _load_sentence_transformer(source: str, device: str, offline: bool, key: tup
             "folder, or a hub name while online"
         ) from None
     log.info("loaded embedding model %s on %s", source, device)
-    _MODELS[key] = model
     return model
 
 
@@ -89,9 +89,9 @@ class MeanPooledEncoder:
     @classmethod
     def handles(cls, folder: Path) -> bool:
         try:
-            modules = [m["type"] for m in json.loads((folder / "modules.json").read_text())]
-            pooling_dir = json.loads((folder / "modules.json").read_text())[1]["path"]
-            pooling = json.loads((folder / pooling_dir / "config.json").read_text())
+            pipeline = json.loads((folder / "modules.json").read_text())
+            modules = [m["type"] for m in pipeline]
+            pooling = json.loads((folder / pipeline[1]["path"] / "config.json").read_text())
         except (OSError, ValueError, KeyError, IndexError, TypeError):
             return False
         modes = {k: v for k, v in pooling.items() if k.startswith("pooling_mode")}

@@ -30,6 +30,8 @@ from skillsoup.errors import RoutingError
 
 QueryArg = Annotated[str, typer.Argument(help="The request, in quotes.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
+
+
 def _router_name(value: str) -> str:
     from skillsoup.routing.router import ROUTERS
 

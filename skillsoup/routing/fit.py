@@ -108,7 +108,7 @@ def _candidate(groups, it: sel.Items, objective: str) -> tuple[dict, list]:
     model = sel.fit_accept(itw, tops, feats, fit_logistic)
     t, per_skill, info = sel.thresholds(itw, tops, sel.accept_scores(model, feats))
     return {"beta": beta, "temperature": temperature, "accept": model, "threshold": t, "skill_thresholds": per_skill,
-            "per_skill_tried": info["tried"], "in_scope_weight": w_in}, decisions
+            "per_skill_tried": info["tried"]}, decisions
 
 
 def fit(router: Router, labelled=None, save: bool = True, objective: str = "balanced", seed: int = 0) -> FitReport:

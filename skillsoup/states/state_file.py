@@ -157,10 +157,13 @@ def summarize(path: str | os.PathLike) -> StateSummary:
         raise StateFileError(f"cannot read the header of state file {path}: {exc}; {REBUILD}") from None
 
 
-def _umask() -> int:
+def _read_umask() -> int:
     mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
     os.umask(mask)
     return mask
+
+
+_UMASK = _read_umask()  # once, at import: setting it per write would race with other threads' files
 
 
 def write_atomic(path: Path, blob: bytes) -> None:
@@ -169,7 +172,7 @@ def write_atomic(path: Path, blob: bytes) -> None:
     shared read-only with other users."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.fchmod(fd, 0o666 & ~_umask())
+        os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as f:
             f.write(blob)
             f.flush()

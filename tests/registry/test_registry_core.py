@@ -262,16 +262,16 @@ def test_state_sha256_ignores_header_key_order_but_not_content(tmp_path, tiny_mo
     assert file_sha256(state.save(tmp_path / "changed.safetensors")) not in shas
 
 
-def test_state_files_are_readable_by_others_and_doctor_reports_one_that_is_not(open_registry, tiny_model):
+def test_state_files_are_readable_by_others_and_doctor_reports_one_that_is_not(open_registry, tiny_model,
+                                                                               monkeypatch):
     import os
     import stat
 
+    import skillsoup.states.state_file as state_file
+
     reg = open_registry()
-    old = os.umask(0o022)
-    try:
-        reg.add([make_skill("alpha")], tiny_model)
-    finally:
-        os.umask(old)
+    monkeypatch.setattr(state_file, "_UMASK", 0o022)  # the process's umask, read once at import
+    reg.add([make_skill("alpha")], tiny_model)
     path = reg.store.path(make_skill("alpha").state_hash, tiny_model.fingerprint)
     assert stat.S_IMODE(path.stat().st_mode) == 0o644  # what open() gives under umask 022, not mkstemp's 0600
     if os.geteuid() == 0:
