@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -62,9 +63,24 @@ class SkillClassifier:
     def project(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(x, np.float32) @ self.whiten
 
+    # per-query work is one [d, k] product; what depends on the model alone is computed once
+    # (a frozen dataclass still takes cached_property: it writes the instance __dict__ directly)
+    @cached_property
+    def _means_t(self) -> np.ndarray:
+        return np.ascontiguousarray(self.means.T)
+
+    @cached_property
+    def _half_norms(self) -> np.ndarray:
+        return 0.5 * np.einsum("kd,kd->k", self.means, self.means)
+
+    @cached_property
+    def columns(self) -> dict[str, int]:
+        """Skill name -> its column."""
+        return {n: i for i, n in enumerate(self.skills)}
+
     def discriminants(self, u: np.ndarray) -> np.ndarray:
         """u . m_k - |m_k|^2 / 2 for whitened queries u [n, d] -> [n, k]."""
-        return u @ self.means.T - 0.5 * np.einsum("kd,kd->k", self.means, self.means)[None, :]
+        return u @ self._means_t - self._half_norms[None, :]
 
     def predict(self, x: np.ndarray, knn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(log-probabilities [n, k], accept features [n, len(ACCEPT_FEATURES)]) of queries x [n, d]
@@ -223,11 +239,12 @@ def knn_similarities(queries: np.ndarray, memory: np.ndarray, labels: np.ndarray
     return out
 
 
-def knn_from_hits(names: tuple[str, ...], hits) -> np.ndarray:
-    """[k] knn similarities of one query from the router's demonstration hits ((skill, cosine), best first)."""
+def knn_from_hits(columns: dict[str, int], hits) -> np.ndarray:
+    """[k] knn similarities of one query from the router's demonstration hits ((skill, cosine), best
+    first); ``columns``: skill name -> column (SkillClassifier.columns)."""
     floor = min((float(s) for _, s in hits), default=0.0)
-    col = {n: i for i, n in enumerate(names)}
-    out = np.full(len(names), floor)
+    col = columns
+    out = np.full(len(columns), floor)
     for name, sim in hits:
         i = col.get(name)
         if i is not None and sim > out[i]:

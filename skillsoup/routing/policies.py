@@ -122,3 +122,15 @@ def confidence(score: float) -> float:
     """A [0, 1] confidence for a decision with this top score: the probability for ``logistic``;
     for similarity policies the similarity clipped to [0, 1] (not calibrated: ECE says by how much)."""
     return float(np.clip(score, 0.0, 1.0))
+
+
+def best_first(values: np.ndarray, n: int) -> np.ndarray:
+    """Indices of the ``n`` largest values, largest first, ties by lower index: ``np.argsort(-values,
+    kind="stable")[:n]`` without sorting all values (the classifier scores every skill, 10,000 in a
+    large registry)."""
+    if n >= len(values):
+        return np.argsort(-values, kind="stable")
+    cut = -np.partition(-values, n - 1)[n - 1]  # the n-th largest value
+    above = np.flatnonzero(values > cut)
+    pick = np.concatenate([above, np.flatnonzero(values == cut)[: n - len(above)]])  # ties at the cut: lowest index
+    return pick[np.lexsort((pick, -values[pick]))]

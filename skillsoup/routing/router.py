@@ -322,7 +322,7 @@ class Router:
         if retrieval.embedding is None:
             raise RoutingError("the classifier needs the query embedding; build the Retrieval with Router.retrieve")
         model = self.classifier()
-        logp, feats = model.predict(retrieval.embedding[None, :], knn_from_hits(model.skills, retrieval.demo_hits)[None, :])
+        logp, feats = model.predict(retrieval.embedding[None, :], knn_from_hits(model.columns, retrieval.demo_hits)[None, :])
         return model, np.exp(logp[0]), float(model.accept_probability(feats)[0])
 
     def scores(self, retrieval: Retrieval) -> tuple[rf.Candidates, np.ndarray]:
@@ -357,7 +357,7 @@ class Router:
             return [SkillMatch(name, float(sim), 1.0)] if sim >= baseline_params(self.params).threshold else []
         if not len(probs):
             return []
-        order = np.argsort(-probs, kind="stable")
+        order = rf.best_first(probs, top_k)
         top = model.skills[order[0]]
         if accept < self.params.skill_thresholds.get(top, self.params.threshold):
             return []

@@ -64,7 +64,7 @@ def test_knn_similarities_equal_brute_force_over_the_retrieved_rows():
         assert np.allclose(row, want, atol=1e-6)
         # the router builds the same row from its hits
         hits = [(str(labels[i]), float(sims[i])) for i in top]
-        assert np.allclose(knn_from_hits(tuple(map(str, range(5))), hits), want, atol=1e-6)
+        assert np.allclose(knn_from_hits({str(i): i for i in range(5)}, hits), want, atol=1e-6)
 
 
 def test_accept_features_of_the_top_skill():

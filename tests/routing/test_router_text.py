@@ -10,7 +10,7 @@ import pytest
 from registry_helpers import make_skill
 
 from skillsoup.errors import RoutingError
-from skillsoup.routing.policies import FEATURES, POLICIES, SIMILARITY_POLICIES
+from skillsoup.routing.policies import FEATURES, POLICIES, SIMILARITY_POLICIES, best_first
 from skillsoup.routing.router import PolicyError, Retrieval, Router, RouterParams, SkillMatch
 
 TIMER_QUERY = "please set the alarm countdown for ten minutes"
@@ -156,6 +156,14 @@ def test_retrieving_a_batch_equals_retrieving_each_query_alone(syn_registry, pol
         assert np.array_equal(got.embedding, alone.embedding)
     assert any(m.demo_hits[0][0] == "timer" for m in many) and bool(many[0].skill_hits) == (policy != "max")
     assert router.retrieve_many(vectors[:0]) == []
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 9, 12])
+def test_best_first_equals_a_stable_full_sort(n):
+    rng = np.random.default_rng(n)
+    values = np.round(rng.standard_normal(10), 1)
+    values[[2, 6, 7]] = values.max()  # ties at the top keep the lower index first
+    assert best_first(values, n).tolist() == np.argsort(-values, kind="stable")[:n].tolist()
 
 
 def test_an_empty_registry_routes_to_nothing(tmp_path):
