@@ -336,33 +336,35 @@ class SkillIndex:
         res = col.query(query_embeddings=_vectors(embeddings), n_results=n, include=["distances"])
         return [(ids, [1.0 - float(d) for d in dists]) for ids, dists in zip(res["ids"], res["distances"])]
 
-    def nearest_demonstrations(self, embedding: np.ndarray, n: int) -> list[tuple[str, float, int]]:
+    def nearest_demonstrations(self, embedding: np.ndarray, n: int, max_age: float = 0.0) -> list[tuple[str, float, int]]:
         """The ``n`` nearest demonstrations of committed skills as (skill, cosine, index in the
-        skill), best first; rows of unfinished or replaced versions are skipped."""
+        skill), best first; rows of unfinished or replaced versions are skipped. ``max_age`` > 0:
+        which version of a skill is committed may come from a check that old (registry/recent.py)."""
         want = n
         while True:
             ids, sims = self.nearest(DEMOS, embedding, want)
-            out = self._committed(ids, sims, self._short_hashes(ids))
+            out = self._committed(ids, sims, self._short_hashes(ids, max_age))
             if len(out) >= n or len(ids) < want:  # enough, or the collection is exhausted
                 return out[:n]
             want *= 4  # leftover rows took places
 
-    def nearest_demonstrations_many(self, embeddings: np.ndarray, n: int) -> list[list[tuple[str, float, int]]]:
+    def nearest_demonstrations_many(self, embeddings: np.ndarray, n: int,
+                                    max_age: float = 0.0) -> list[list[tuple[str, float, int]]]:
         """:meth:`nearest_demonstrations` for each row of ``embeddings`` [q, dim]: one search and one
         commit check for all of them (a query whose leftover rows took places searches again alone)."""
         found = self.nearest_many(DEMOS, embeddings, n)
-        hashes = self._short_hashes([rid for ids, _ in found for rid in ids])
+        hashes = self._short_hashes([rid for ids, _ in found for rid in ids], max_age)
         out = []
         for embedding, (ids, sims) in zip(embeddings, found):
             hits = self._committed(ids, sims, hashes)
-            out.append(hits[:n] if len(hits) >= n or len(ids) < n else self.nearest_demonstrations(embedding, n))
+            out.append(hits[:n] if len(hits) >= n or len(ids) < n else self.nearest_demonstrations(embedding, n, max_age))
         return out
 
-    def _short_hashes(self, demo_ids: Sequence[str]) -> dict[str, str]:
+    def _short_hashes(self, demo_ids: Sequence[str], max_age: float = 0.0) -> dict[str, str]:
         """Skill name -> its committed content hash's first 12 characters, for the skills of ``demo_ids``."""
         names = sorted({p[0] for p in (rid.rsplit(":", 2) for rid in demo_ids) if len(p) == 3})
-        return {name: str(meta.get("content_hash", ""))[:12] for name, meta in self.skill_metadata(names).items()} \
-            if names else {}
+        return self.recent.get(names, max_age, lambda some: {name: str(meta.get("content_hash", ""))[:12] for name, meta
+                                                             in self.skill_metadata(some).items()}, kind="hash") if names else {}
 
     @staticmethod
     def _committed(ids: Sequence[str], sims: Sequence[float], hashes: dict[str, str]) -> list[tuple[str, float, int]]:

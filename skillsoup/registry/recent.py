@@ -1,5 +1,6 @@
 """Skill rows read recently: the hot read path of a server, which needs each request's skill (its
-template) and would otherwise read the same few rows from Chroma for every request.
+template) and would otherwise read the same few rows from Chroma for every request, and the commit
+check of every routed query (which skills' demonstration rows are current).
 
 ``SkillIndex`` bumps ``generation`` after every write to its skill rows, so a row cached before a
 write of this process is never served after it (a skill added, replaced or removed over the server's
@@ -20,22 +21,23 @@ MAX_ROWS = 4096  # names remembered (unknown names too); past it the memory star
 class RecentRows:
     def __init__(self) -> None:
         self.generation = 0
-        self._rows: dict[str, tuple[float, int, object]] = {}  # name -> (read at, generation, row or None)
+        self._rows: dict[tuple[str, str], tuple[float, int, object]] = {}  # (kind, name) -> (read at, generation, row or None)
         self._lock = threading.Lock()
 
     def bump(self) -> None:
         with self._lock:
             self.generation += 1
 
-    def get(self, names: Sequence[str], max_age: float, read: Callable[[list[str]], dict]) -> dict:
+    def get(self, names: Sequence[str], max_age: float, read: Callable[[list[str]], dict], kind: str = "row") -> dict:
         """``read(names)`` (name -> row, absent names left out), answered from rows read at most
-        ``max_age`` seconds ago and since the last write of this process."""
+        ``max_age`` seconds ago and since the last write of this process. ``kind`` keeps apart what
+        different ``read`` functions return for the same name."""
         if max_age <= 0:
             return read(list(dict.fromkeys(names)))
         now, generation = time.monotonic(), self.generation  # before reading: a write meanwhile outdates it
         out, missing = {}, []
         for name in dict.fromkeys(names):
-            seen = self._rows.get(name)
+            seen = self._rows.get((kind, name))
             if seen is not None and seen[1] == generation and now - seen[0] <= max_age:
                 if seen[2] is not None:
                     out[name] = seen[2]
@@ -46,7 +48,7 @@ class RecentRows:
             with self._lock:
                 if len(self._rows) + len(missing) > MAX_ROWS:
                     self._rows.clear()
-                self._rows.update((name, (now, generation, rows.get(name))) for name in missing)
+                self._rows.update(((kind, name), (now, generation, rows.get(name))) for name in missing)
             out.update(rows)
         return out
 

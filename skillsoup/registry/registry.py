@@ -66,7 +66,8 @@ class SkillRegistry:
         self._settings = Settings(self.path)
         self.read_only = read_only  # reads work; writes raise RegistryReadOnlyError (registry/opening.py)
         self._snapshot = snapshot
-        self.rows_max_age = 0.0  # > 0: get_many and `in` may answer from rows read that long ago (registry/recent.py)
+        # > 0: get_many, `in` and the routing commit check may answer from rows read that long ago (registry/recent.py)
+        self.rows_max_age = 0.0
         # a Chroma server serialises index writes itself; the file lock guards the embedded index; a
         # read-only registry's index is its own private copy
         self.lock = NoLock() if chroma_url or read_only else RegistryLock(self.path, lock_timeout)
@@ -151,7 +152,7 @@ class SkillRegistry:
 
     def query_demonstrations(self, embedding: np.ndarray, n: int) -> list[DemoMatch]:
         """The ``n`` nearest demonstrations of committed skills (leftover rows are skipped)."""
-        return [DemoMatch(*hit) for hit in self.index.nearest_demonstrations(embedding, n)]
+        return [DemoMatch(*hit) for hit in self.index.nearest_demonstrations(embedding, n, self.rows_max_age)]
 
     # ---- states ----------------------------------------------------------------------------
     def state(self, name: str, model: StateModel, recompute: bool = True) -> SkillState:

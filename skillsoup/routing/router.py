@@ -311,7 +311,7 @@ class Router:
         """:meth:`retrieve` of each row of ``embeddings`` [q, dim], one index search per collection
         for all of them (a server's batch of queued queries); the same retrievals as one by one."""
         p, index = self.params, self.registry.index
-        demos = index.nearest_demonstrations_many(embeddings, p.n_demos)
+        demos = index.nearest_demonstrations_many(embeddings, p.n_demos, self.registry.rows_max_age)
         rows = index.nearest_many(SKILLS, embeddings, p.n_skill_rows) if p.policy in rf.NEEDS_SKILL_ROWS else \
             [([], [])] * len(embeddings)
         return [Retrieval(tuple((name, sim) for name, sim, _ in d), tuple(zip(*r)), np.asarray(e, np.float32))

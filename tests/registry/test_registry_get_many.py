@@ -71,3 +71,23 @@ def test_another_process_writes_show_once_the_rows_are_max_age_old(open_registry
     server.rows_max_age = 0.0  # the default: every read goes to the index
     other.remove("gamma")
     assert "gamma" not in server
+
+
+def test_the_routing_commit_check_reads_from_memory_and_sees_this_process_writes(open_registry, tiny_model, monkeypatch):
+    """With rows_max_age (a server), which version of each retrieved skill is committed comes from
+    memory; a replace by this process shows at once: only the new version's rows are found."""
+    from skillsoup.registry import recent
+
+    monkeypatch.setattr(recent.time, "monotonic", Clock())
+    reg = open_registry()
+    reg.rows_max_age = 60.0
+    reg.add([make_skill("alpha"), make_skill("beta")], tiny_model)
+    query = reg.embed_texts(["alpha input 1"])[0]
+    first = reg.query_demonstrations(query, 4)
+    reads = []
+    real = reg.index.skill_metadata
+    monkeypatch.setattr(reg.index, "skill_metadata", lambda names=None: (reads.append(names), real(names))[1])
+    assert reg.query_demonstrations(query, 4) == first and reads == []  # the commit check came from memory
+    reg.add([make_skill("alpha", n=3, description="fewer demonstrations")], tiny_model, replace=True)
+    hits = reg.query_demonstrations(query, 20)
+    assert reads and sorted(m.index for m in hits if m.skill == "alpha") == [0, 1, 2]  # the new version only
