@@ -99,11 +99,12 @@ def classifier_params(reg):
                         fitted={"baseline": {"threshold": 0.5}})
 
 
-def route_latency(path: Path, n_queries: int, policy: str) -> dict[str, list[float]]:
+def route_latency(path: Path, n_queries: int, policy: str, rows_max_age: float) -> dict[str, list[float]]:
     from skillsoup.registry import SkillRegistry
     from skillsoup.routing.router import Router, RouterParams
 
     with SkillRegistry.open(path) as reg:
+        reg.rows_max_age = rows_max_age
         params = classifier_params(reg) if policy == "classifier" else RouterParams(policy=policy)
         router = Router(reg, params=params)
         router.route(QUERIES[0])  # loads the embedder (and the classifier)
@@ -160,6 +161,9 @@ def main(argv: list[str] | None = None) -> list[tuple[str, float, float]]:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--embedder", default="all-MiniLM-L6-v2", help="registry embedder (hash:DIM for a quick run)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for one short query)")
+    parser.add_argument("--rows-max-age", type=float, default=1.0,
+                        help="seconds the registry may answer skill rows from memory: 1 as `skillsoup serve` (a "
+                             "long-lived process), 0 reads them every time (a one-shot CLI call)")
     parser.add_argument("--keep", type=Path, help="build the index here once and reuse it on later runs")
     parser.add_argument("--model", help="checkpoint for part 2 (default: a demo-sized random Mamba)")
     parser.add_argument("--answers", type=int, default=20)
@@ -177,7 +181,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, float, float]]:
             built = build_index(path, args.skills, args.demos, args.embedder)
         rows: list[tuple[str, float, float]] = []
         for policy in ("max", "max_skill_row", "classifier"):
-            parts = route_latency(path, args.queries, policy)
+            parts = route_latency(path, args.queries, policy, args.rows_max_age)
             for key, values in parts.items():
                 rows.append((f"route[{policy}] {key}", pct(values, 50), pct(values, 95)))
         answer = answer_parts(args.model, args.answers, args.new_tokens, tmp, args.embedder)
@@ -188,7 +192,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, float, float]]:
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"\n{args.skills:,} skills x {args.demos} demonstrations, embedder {args.embedder}, torch threads "
-          f"{args.threads}, load average {load:.1f} on {os.cpu_count()} cores"
+          f"{args.threads}, rows max age {args.rows_max_age:g} s, load average {load:.1f} on {os.cpu_count()} cores"
           + (f"; index written in {built:.0f} s" if built else "; index reused"))
     print(f"| {'what':36} | {'p50':>9} | {'p95':>9} |\n|{'-' * 38}|{'-' * 11}|{'-' * 11}|")
     for name, p50, p95 in rows:
