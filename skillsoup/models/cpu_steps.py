@@ -54,9 +54,11 @@ def _rows(t: torch.Tensor) -> torch.Tensor:
     return t if t.stride(-1) == 1 else t.contiguous()
 
 
-def mamba1_step(mixer, hidden, conv_state, ssm_state):
+def mamba1_step(mixer, hidden, conv_state, ssm_state, inplace: bool = False):
     """Same contract as :func:`mamba1.step` (without ``impl``): hidden [b, hidden] -> (out
-    [b, hidden], conv_state [b, d, k], ssm_state [b, d, n]); None when the mixer is not covered."""
+    [b, hidden], conv_state [b, d, k], ssm_state [b, d, n]); None when the mixer is not covered.
+    ``inplace``: the new states are written over the given ones when those are float32 and
+    contiguous (the kernel reads each element before it writes it)."""
     conv_w, x_w, dt_w = mixer.conv1d.weight, mixer.x_proj.weight, mixer.dt_proj.weight
     if not _fused_ok(mixer, conv_w, mixer.conv1d.bias, x_w, dt_w, mixer.dt_proj.bias, mixer.D):
         return None
@@ -64,7 +66,7 @@ def mamba1_step(mixer, hidden, conv_state, ssm_state):
     xz = _rows(mixer.in_proj(hidden))  # [b, 2d]: x, then the gate
     b = xz.shape[0]
     conv_in, ssm_in = conv_state.float().contiguous(), ssm_state.float().contiguous()
-    conv_out, ssm_out = cpu_ops.new(*conv_in.shape), cpu_ops.new(*ssm_in.shape)
+    conv_out, ssm_out = (conv_in, ssm_in) if inplace else (cpu_ops.new(*conv_in.shape), cpu_ops.new(*ssm_in.shape))
     y = cpu_ops.new(b, d)
     cpu_ops._lib().ssc_mamba1_step(
         b, d, n, r, k, xz.data_ptr(), xz.stride(0), conv_in.data_ptr(), conv_out.data_ptr(),
@@ -75,9 +77,10 @@ def mamba1_step(mixer, hidden, conv_state, ssm_state):
     return mixer.out_proj(y), conv_out, ssm_out
 
 
-def mamba2_step(mixer, hidden, conv_state, ssm_state):
+def mamba2_step(mixer, hidden, conv_state, ssm_state, inplace: bool = False):
     """Same contract as :func:`mamba2.step` (without ``impl``): hidden [b, hidden] -> (out
-    [b, hidden], conv_state [b, conv_dim, k], ssm_state [b, h, p, n]); None when not covered."""
+    [b, hidden], conv_state [b, conv_dim, k], ssm_state [b, h, p, n]); None when not covered.
+    ``inplace`` as in :func:`mamba1_step`."""
     conv_w, norm = mixer.conv1d.weight, mixer.norm
     if not _fused_ok(mixer, conv_w, mixer.conv1d.bias, mixer.dt_bias, mixer.D, norm.weight):
         return None
@@ -85,7 +88,7 @@ def mamba2_step(mixer, hidden, conv_state, ssm_state):
     proj = _rows(mixer.in_proj(hidden))  # [b, d + conv_dim + h]: gate, xBC, dt
     b = proj.shape[0]
     conv_in, ssm_in = conv_state.float().contiguous(), ssm_state.float().contiguous()
-    conv_out, ssm_out = cpu_ops.new(*conv_in.shape), cpu_ops.new(*ssm_in.shape)
+    conv_out, ssm_out = (conv_in, ssm_in) if inplace else (cpu_ops.new(*conv_in.shape), cpu_ops.new(*ssm_in.shape))
     y = cpu_ops.new(b, h * p)
     lo, hi = (float(v) for v in mixer.time_step_limit)
     cpu_ops._lib().ssc_mamba2_step(

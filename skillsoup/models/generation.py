@@ -85,7 +85,7 @@ def generate_ids(
                 if decoder is not None:
                     logits, greedy = decoder.step(token)
                 else:
-                    logits, state = model.step([token], state)
+                    logits, state = model.step_([token], state)  # forward's state is ours to write over
 
 
 class StopDecoder:

@@ -62,10 +62,11 @@ def forward(mixer, hidden, conv_state, ssm_state, impl, log_decay=None, lengths=
     return mixer.out_proj(y.transpose(1, 2).to(dtype)), conv_state_out.float(), ssm_state
 
 
-def step(mixer, hidden, conv_state, ssm_state, impl):
-    """One token. hidden [b, hidden] -> (out [b, hidden], conv_state, ssm_state)."""
+def step(mixer, hidden, conv_state, ssm_state, impl, inplace: bool = False):
+    """One token. hidden [b, hidden] -> (out [b, hidden], conv_state, ssm_state). ``inplace``: a
+    fused step may write the new states over the given ones (the caller owns them)."""
     fused = getattr(impl, "mamba1_step", None)  # the whole step in one kernel call (cpu_steps.py)
-    if fused is not None and (done := fused(mixer, hidden, conv_state, ssm_state)) is not None:
+    if fused is not None and (done := fused(mixer, hidden, conv_state, ssm_state, inplace)) is not None:
         return done
     dtype = hidden.dtype
     x, gate = mixer.in_proj(hidden).chunk(2, dim=-1)  # [b, d] each

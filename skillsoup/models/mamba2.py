@@ -70,10 +70,11 @@ def pads_exactly(mixer) -> bool:
     return float(tuple(mixer.time_step_limit)[0]) <= 0.0
 
 
-def step(mixer, hidden, conv_state, ssm_state, impl):
-    """One token. hidden [b, hidden] -> (out [b, hidden], conv_state, ssm_state)."""
+def step(mixer, hidden, conv_state, ssm_state, impl, inplace: bool = False):
+    """One token. hidden [b, hidden] -> (out [b, hidden], conv_state, ssm_state). ``inplace``: a
+    fused step may write the new states over the given ones (the caller owns them)."""
     fused = getattr(impl, "mamba2_step", None)  # the whole step in one kernel call (cpu_steps.py)
-    if fused is not None and (done := fused(mixer, hidden, conv_state, ssm_state)) is not None:
+    if fused is not None and (done := fused(mixer, hidden, conv_state, ssm_state, inplace)) is not None:
         return done
     bsz = hidden.shape[0]
     dtype = hidden.dtype

@@ -142,3 +142,35 @@ def test_capture_many_of_a_hybrid_model_reads_one_by_one(hybrid_model):
     starts = [hybrid_model.neutral_state(), hybrid_model.capture([4, 5, 6])]
     got = hybrid_model.capture_many([[7, 8], [9, 10, 11, 12]], starts)
     assert got.batch_size == 2 and got.n_tokens == [2 + starts[0].n_tokens[0], 7]
+
+
+@pytest.mark.parametrize("impl", ["auto", "ref"])
+def test_stepping_in_place_equals_stepping_into_new_buffers(model, mamba_dir, mamba2_dir, impl):
+    """StateModel.step_ (a batching server's decode) writes each token's state over the batch's own
+    buffer; logits and states equal step's, token after token, and the state it started from is
+    the one written (no copy)."""
+    from skillsoup import load_model
+
+    if impl == "ref":
+        model = load_model(mamba_dir if model.arch == "mamba" else mamba2_dir, impl="ref")
+    start = model.capture(_ids(model, 12, 4, batch=3))
+    functional, in_place = start.clone(), start.clone()
+    buffer = in_place.fixed.data_ptr()
+    for token in range(5, 11):
+        want, functional = model.step([token, token + 1, token + 2], functional)
+        got, in_place = model.step_([token, token + 1, token + 2], in_place)
+        assert torch.equal(got, want)
+        assert torch.equal(in_place.fixed, functional.fixed) and in_place.n_tokens == functional.n_tokens
+        assert in_place.fixed.data_ptr() == buffer
+    assert torch.equal(start.fixed, model.capture(_ids(model, 12, 4, batch=3)).fixed)  # step never wrote over it
+
+
+def test_stepping_in_place_falls_back_where_it_cannot(model):
+    """A one-row state stepped as a batch (expanded), or a bfloat16 state: a new state, the given untouched."""
+    state = model.capture(_ids(model, 8, 5))
+    before = state.fixed.clone()
+    logits, after = model.step_([3, 4], state)
+    assert after is not state and after.batch_size == 2 and torch.equal(state.fixed, before)
+    half = state.to(dtype=torch.bfloat16)
+    _, stepped = model.step_([3], half)
+    assert stepped is not half and torch.equal(half.fixed, before.to(torch.bfloat16))

@@ -178,6 +178,11 @@ def test_fused_decode_step_equals_the_mixers_step(arch):
     assert_close("out", out, out_ref, RATIO)
     assert torch.equal(conv_new, conv_ref)
     assert_close("ssm", ssm_new, ssm_ref, RATIO)
+    conv_own, ssm_own = conv.clone(), ssm.clone()  # in place: the kernel writes over what it reads
+    with torch.no_grad():
+        out_own, conv_back, ssm_back = fused(mixer, hidden, conv_own, ssm_own, inplace=True)
+    assert conv_back is conv_own and ssm_back is ssm_own
+    assert torch.equal(out_own, out) and torch.equal(conv_own, conv_new) and torch.equal(ssm_own, ssm_new)
     with torch.no_grad():  # not covered, the caller takes the PyTorch path: norms on dt, B, C; bfloat16
         mixer.b_layernorm = torch.nn.Identity()  # FalconMamba's and Jamba's mixers have them
         assert fused(mixer, hidden, conv, ssm) is None

@@ -133,8 +133,8 @@ def test_rows_that_cannot_be_stacked_step_in_separate_groups(demo_soup, monkeypa
         prepared.append(p)
     engine = Engine(demo_soup.model, EngineConfig(prefill="steps"))
     groups = []
-    real_step = demo_soup.model.step
-    monkeypatch.setattr(demo_soup.model, "step", lambda t, s: (groups.append(engine.stats.groups), real_step(t, s))[1])
+    real_step = demo_soup.model.step_
+    monkeypatch.setattr(demo_soup.model, "step_", lambda t, s: (groups.append(engine.stats.groups), real_step(t, s))[1])
     got = Collector(len(prepared))
     for i, p in enumerate(prepared):
         engine.submit(p, time.monotonic() + FAR, got.emit(i))
@@ -188,7 +188,7 @@ def test_zero_new_tokens_and_a_failing_step(tiny_soup, monkeypatch):
     def broken(tokens, state):
         raise RuntimeError("out of memory")
 
-    monkeypatch.setattr(tiny_soup.model, "step", broken)
+    monkeypatch.setattr(tiny_soup.model, "step_", broken)
     got = Collector(1)
     engine.submit(_one(tiny_soup), time.monotonic() + FAR, got.emit(0))
     got.wait()
