@@ -351,8 +351,7 @@ class Engine:
             self._say(row, row.decoder.finish())
         row.live = False
         self.stats.finished += 1
-        end = time.monotonic()
-        job = row.job
+        end, job = time.monotonic(), row.job
         p = job.prepared
         timings = {"route_ms": p.plan.route_ms, "load_mix_ms": p.load_mix_ms,
                    "queue_ms": _ms(job.submitted, row.admitted), "prefill_ms": row.prefill_ms, "first_token_ms": _ms(row.admitted, row.first or end),
