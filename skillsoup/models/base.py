@@ -266,12 +266,14 @@ class StateModel:
     def step_(self, token_ids, state: SkillState):
         """:meth:`step` that may advance ``state`` in place: -> (logits, the new state), which is
         ``state`` itself where the backend writes over it (recurrent-only models, float32 states on
-        their device: no new buffer per token). For a caller that owns ``state`` (a batching
-        server's batch); ``state`` must not be used afterwards except as the returned one."""
+        the CPU: no new buffer per token; on a GPU the decode graphs do that, models/graphs.py). For
+        a caller that owns ``state`` (a batching server's batch); ``state`` must not be used
+        afterwards except as the returned one."""
         ids = torch.as_tensor(token_ids, dtype=torch.long, device=self.device).reshape(-1)
         start = self._start(state, ids.shape[0])
         writes_over = getattr(self.backend, "step_", None)
-        if writes_over is None or start is not state or start.fixed.dtype != torch.float32:  # expanded, moved
+        if (writes_over is None or start is not state or start.fixed.dtype != torch.float32  # expanded, moved
+                or start.fixed.device.type != "cpu"):
             return self.backend.step(ids, start)
         return writes_over(ids, start)
 
