@@ -33,6 +33,16 @@ def test_bench_state_refuses_a_busy_machine():
         bench_state.main(["--max-load", "-1"])
 
 
+def test_bench_batch_decode_runs_on_tiny_shapes(capsys):
+    import bench_batch_decode
+
+    rows = bench_batch_decode.main(["--layers", "1", "--hidden", "32", "--vocab", "64", "--batches", "1,3",
+                                    "--steps", "2", "--repeat", "1"])
+    assert [(arch, b) for arch, b, *_ in rows] == [("mamba", 1), ("mamba", 3), ("mamba2", 1), ("mamba2", 3)]
+    assert all(new > 0 and inplace > 0 for *_, new, inplace in rows)
+    assert "| mamba2 | 3 |" in capsys.readouterr().out
+
+
 def test_bench_mix_runs_on_tiny_shapes(capsys):
     import bench_mix
 

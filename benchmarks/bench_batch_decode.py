@@ -1,0 +1,84 @@
+"""Batched decode on the CPU: one step over b rows that each carry their own state, the way the
+serving engine decodes (skillsoup/serve/engine.py), written into new buffers (``StateModel.step``)
+against over the batch's own state (``StateModel.step_``), at mamba-130m's and mamba2-130m's shapes
+(random weights, fp32, one torch thread). Both in the same run, best of --repeat.
+
+A batch of 32 rows holds 94 MB of state for mamba-130m and 626 MB for mamba2-130m (128 state
+channels per head): allocating and copying that on every token costs as much as the model's matmuls.
+
+    python benchmarks/bench_batch_decode.py [--batches 1,8,32] [--archs mamba,mamba2] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_state  # noqa: E402  (its random-weight checkpoints at the 130m shapes)
+
+
+def best_ms(fn, repeat: int, steps: int) -> float:
+    fn(2)  # warm-up: first-touch pages, caches
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn(steps)
+        best = min(best, (time.perf_counter() - t0) / steps)
+    return best * 1e3
+
+
+def measure(arch: str, batches: list[int], args) -> list[tuple]:
+    from skillsoup.states.state import SkillState
+
+    model, _ = bench_state.build(arch, args)
+    one = model.capture(list(range(3, 3 + args.prompt_tokens)))
+    rows = []
+    for b in batches:
+        tokens = [7] * b
+
+        def run(step, n):
+            state = SkillState.cat([one] * b)  # the engine's batch: a copy the group owns
+            for _ in range(n):
+                _, state = step(tokens, state)
+
+        steps = max(2, args.steps // max(1, b // 8))
+        new = best_ms(lambda n: run(model.step, n), args.repeat, steps)
+        inplace = best_ms(lambda n: run(model.step_, n), args.repeat, steps)
+        rows.append((arch, b, one.nbytes * b / 2**20, new, inplace))
+    return rows
+
+
+def main(argv=None) -> list[tuple]:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--archs", default="mamba,mamba2")
+    ap.add_argument("--batches", default="1,8,32")
+    ap.add_argument("--layers", type=int, default=24)
+    ap.add_argument("--hidden", type=int, default=768)
+    ap.add_argument("--vocab", type=int, default=0, help="0: the checkpoint's (50280 / 50288)")
+    ap.add_argument("--prompt-tokens", type=int, default=16)
+    ap.add_argument("--steps", type=int, default=8, help="steps per timing at batch <= 8 (fewer for larger batches)")
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    load = os.getloadavg()[0]
+    rows = [r for arch in args.archs.split(",") for r in measure(arch.strip(), [int(b) for b in args.batches.split(",")], args)]
+    print(f"\nbatched decode step, {args.layers} layers, hidden {args.hidden}, fp32, 1 torch thread; load average "
+          f"{load:.2f} at the start, {os.getloadavg()[0]:.2f} at the end; best of {args.repeat}")
+    print("| arch | rows | batch state | step (new buffers) | step_ (in place) | speed-up | tokens/s in place |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for arch, b, mib, new, inplace in rows:
+        print(f"| {arch} | {b} | {mib:.1f} MiB | {new:.1f} ms | {inplace:.1f} ms | {new / inplace:.2f}x | "
+              f"{b / inplace * 1e3:.0f} |")
+    if load > 0.5 * (os.cpu_count() or 1):
+        print(f"note: load average {load:.1f}: other jobs share the cores; re-run on a quiet machine before quoting")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
