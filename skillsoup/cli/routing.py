@@ -40,11 +40,11 @@ def _router_name(value: str) -> str:
     return value
 
 
-TopKOpt = Annotated[Optional[int], typer.Option("--top-k", "-k", min=1, help="At most this many skills (default: the router's).")]
+TopKOpt = Annotated[Optional[int], typer.Option("--top-k", "-k", min=1, metavar="N", help="At most this many skills (default: the router's).")]
 RouterOpt = Annotated[str, typer.Option("--router", "-r", callback=_router_name, help="text, state (needs the model) or hybrid.")]
 ExampleOpt = Annotated[
     Optional[list[str]],
-    typer.Option("--example", "-e", help="An INPUT=>OUTPUT pair read before the query by the state router (up to 2)."),
+    typer.Option("--example", "-e", metavar="INPUT=>OUTPUT", help="An INPUT=>OUTPUT pair read before the query by the state router (up to 2)."),
 ]
 
 
@@ -138,7 +138,7 @@ def fit_line(status: dict) -> str:
 def ask(
     query: QueryArg,
     as_json: JsonOpt = False,
-    skill: Annotated[Optional[list[str]], typer.Option("--skill", "-s", help="Pin NAME[:WEIGHT] instead of routing (repeatable).")] = None,
+    skill: Annotated[Optional[list[str]], typer.Option("--skill", "-s", metavar="NAME[:WEIGHT]", help="Pin NAME[:WEIGHT] instead of routing (repeatable).")] = None,
     mix: Annotated[str, typer.Option("--mix", help="Conv states of mixed skills: mix or top.")] = "mix",
     kv: Annotated[str, typer.Option("--kv", help="Attention KV of mixed skills (hybrid models): top or concat.")] = "top",
     no_route: Annotated[bool, typer.Option("--no-route", help="Use no skill unless --skill is given.")] = False,

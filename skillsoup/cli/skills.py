@@ -23,8 +23,9 @@ from skillsoup.cli.common import (
     load_cli_model,
     open_registry,
 )
+from skillsoup.cli.help import Typer
 
-skills_app = typer.Typer(name="skills", help="List, show, export, remove and rebuild skills.", no_args_is_help=True)
+skills_app = Typer(name="skills", help="List, show, export, remove and rebuild skills.", no_args_is_help=True)
 app.add_typer(skills_app, name="skills")
 
 
@@ -221,7 +222,7 @@ def rebuild(
 @skills_app.command()
 def export(
     name: Annotated[str, typer.Argument(help="Skill name.")],
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="File to write (default: stdout).")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", metavar="FILE", help="File to write (default: stdout).")] = None,
     registry: RegistryOpt = None,
     chroma_url: ChromaUrlOpt = None,
 ) -> None:
