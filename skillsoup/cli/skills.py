@@ -226,11 +226,19 @@ def export(
     registry: RegistryOpt = None,
     chroma_url: ChromaUrlOpt = None,
 ) -> None:
-    """Write a skill back to a YAML skill file."""
+    """Write a skill back to a YAML skill file (a composite with its recipe: add rebuilds it)."""
+    from dataclasses import replace
+
     from skillsoup.skills.loader import dump_skill_yaml
 
     with open_registry(registry, chroma_url) as reg:
-        text = dump_skill_yaml(reg.get(name))
+        skill, composite = reg.get(name), reg.recipe(name)  # an unreadable recipe is an error, not a plain skill
+    if composite is not None:
+        skill = replace(skill, recipe=composite[0])
+        if composite[1]:
+            err_console.print(f"[yellow]source {escape(', '.join(composite[1]))} since composed: adding this file needs "
+                              "the sources as they were composed[/]")
+    text = dump_skill_yaml(skill)
     if output is None:
         typer.echo(text, nl=not text.endswith("\n"))
         return

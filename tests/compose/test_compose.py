@@ -278,26 +278,7 @@ def test_compose_skill_saves_the_search(reg_with_sources, demo_model):
         compose_skill(reg, demo_model, "blend2", [a, b], examples, template="no placeholders")
 
 
-# ---- the command ---------------------------------------------------------------------------------
-@pytest.fixture
-def cli(monkeypatch):
-    """main() (where errors become one red line) run inside typer's CliRunner isolation."""
-    from typer.testing import CliRunner
-
-    from skillsoup.cli import main
-
-    monkeypatch.setenv("SKILLSOUP_EMBEDDER", "hash:32")
-
-    def run(*args):
-        with CliRunner().isolation() as (stdout, stderr, _):
-            code = main([str(x) for x in args])
-            out, err = stdout.getvalue().decode(), stderr.getvalue().decode()
-        assert "Traceback" not in out + err
-        return code, out, err
-
-    return run
-
-
+# ---- the command (the cli fixture: conftest.py) -------------------------------------------------
 def test_compose_command(cli, tmp_path):
     from skillsoup.skills.loader import dump_skill_yaml
 
