@@ -1,8 +1,22 @@
-"""Compose fixtures: the ``skillsoup`` command run in-process."""
+"""Compose fixtures: one torch thread, the demo model, the ``skillsoup`` command run in-process."""
 
 from __future__ import annotations
 
 import pytest
+
+from skillsoup.demo import DEMO_MODEL_DIR
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(one_torch_thread):
+    yield
+
+
+@pytest.fixture(scope="session")
+def demo_model():
+    from skillsoup import load_model
+
+    return load_model(DEMO_MODEL_DIR)
 
 
 @pytest.fixture

@@ -24,18 +24,6 @@ from skillsoup.errors import MixError, RegistryError, SkillFileError, SkillNotFo
 from skillsoup.skills.skill import DEFAULT_TEMPLATE
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(one_torch_thread):
-    yield
-
-
-@pytest.fixture(scope="module")
-def demo_model():
-    from skillsoup import load_model
-
-    return load_model(DEMO_MODEL_DIR)
-
-
 def blend_pair() -> tuple[str, str]:
     """Two demo skills of different families with the default template: a task whose inputs are
     mostly A's kind and partly B's needs both, in unequal amounts (so uniform is not the optimum)."""

@@ -18,18 +18,6 @@ from skillsoup.skills.skill import Demonstration, Skill
 from skillsoup.states.state import relative_state_error
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(one_torch_thread):
-    yield
-
-
-@pytest.fixture(scope="module")
-def demo_model():
-    from skillsoup import load_model
-
-    return load_model(DEMO_MODEL_DIR)
-
-
 def _registry(path):
     from skillsoup.registry import SkillRegistry
 
