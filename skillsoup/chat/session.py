@@ -29,7 +29,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from skillsoup.chat.options import ChatOptions
-from skillsoup.chat.transcript import Turn, answer_line, cut_mark, transcript_markdown
+from skillsoup.chat.transcript import Turn, answer_line, cut_mark, route_table, transcript_markdown
 from skillsoup.errors import MixError, SkillsoupError
 from skillsoup.models.generation import MAX_NEW_TOKENS
 from skillsoup.routing.router import MAX_QUERY_CHARS, ROUTERS
@@ -205,12 +205,7 @@ class ChatSession:
         if not matches:
             self.console.print("no skill: the request would be answered without one")
         else:
-            table = Table(title=escape(rest[:60]))
-            for col in ("skill", "score", "weight"):
-                table.add_column(col, justify="left" if col == "skill" else "right")
-            for m in matches:
-                table.add_row(escape(m.name), f"{m.score:.3f}", f"{m.weight:.2f}")
-            self.console.print(table)
+            self.console.print(route_table(rest, matches))
         pinned = "; pinned skills answer instead (/auto to route)" if self.options.pins else ""
         self.console.print(f"{self.options.router} router, {ms:.0f} ms{pinned}", style="dim", markup=False)
 

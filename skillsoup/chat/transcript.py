@@ -1,12 +1,16 @@
-"""What the chat keeps of each answer (Turn), the dim line under an answer, and the Markdown that
-/save writes."""
+"""What the chat keeps of each answer (Turn), the dim line under an answer, the table of a route
+(``skillsoup route`` prints the same), and the Markdown that /save writes."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
 
+from rich.markup import escape
+from rich.table import Table
+
 from skillsoup.chat.options import ChatOptions
+from skillsoup.routing import SkillMatch, weight_text
 from skillsoup.runtime import Answer, SkillSoup
 
 
@@ -20,11 +24,28 @@ class Turn:
     router: str = ""  # how its skills were chosen: "text router", "state router", ... or "pinned"
 
 
+def skills_line(matches: tuple[SkillMatch, ...] | list[SkillMatch], pinned: bool = False) -> str:
+    """'pinned a 0.75, b 0.25', 'a 0.99, b <0.01' or 'no skill'."""
+    if not matches:
+        return "no skill"
+    return ("pinned " if pinned else "") + ", ".join(f"{m.name} {weight_text(m.weight)}" for m in matches)
+
+
+def route_table(title: str, matches: list[SkillMatch]) -> Table:
+    """Skill, score and weight of each match; a composite that took routed sources names them."""
+    table = Table(title=escape(title[:60]))
+    for col in ("skill", "score", "weight"):
+        table.add_column(col, justify="left" if col == "skill" else "right")
+    for m in matches:
+        folded = f" [dim](+ source{'s' if len(m.folded) > 1 else ''} {escape(', '.join(m.folded))})[/]" if m.folded else ""
+        table.add_row(escape(m.name) + folded, f"{m.score:.3f}", weight_text(m.weight))
+    return table
+
+
 def answer_line(answer: Answer) -> str:
     """The dim line after an answer: skills and weights (or "no skill"), then timings."""
     t = answer.timings
-    skills = ", ".join(f"{m.name} {m.weight:.2f}" for m in answer.matches) or "no skill"
-    return (f"{'pinned ' if answer.pinned and answer.matches else ''}{skills} · first token {t.first_token_ms:.0f} ms"
+    return (f"{skills_line(answer.matches, answer.pinned)} · first token {t.first_token_ms:.0f} ms"
             f" · {t.decode_tokens_per_s:.0f} tok/s · {t.n_tokens} tokens")
 
 

@@ -11,9 +11,10 @@ import typer
 from rich.markup import escape
 
 from skillsoup.cli.common import console, err_console
+from skillsoup.cli.help import Typer
 from skillsoup.errors import SkillsoupError
 
-app = typer.Typer(
+app = Typer(
     name="skillsoup",
     help="Route agent skills by retrieving and mixing Mamba states.",
     no_args_is_help=True,
@@ -21,7 +22,7 @@ app = typer.Typer(
     add_completion=False,
 )
 
-eval_app = typer.Typer(name="eval", help="Measure how well skills are routed and used.", no_args_is_help=True)
+eval_app = Typer(name="eval", help="Measure how well skills are routed and used.", no_args_is_help=True)
 app.add_typer(eval_app, name="eval")
 
 

@@ -17,15 +17,17 @@ err_console = Console(stderr=True, highlight=False, soft_wrap=True)  # an error 
 
 RegistryOpt = Annotated[
     Optional[Path],
-    typer.Option("--registry", help="Registry folder (default: $SKILLSOUP_HOME/registry or the user data folder)."),
+    typer.Option("--registry", metavar="DIR",
+                 help="Registry folder (default: $SKILLSOUP_HOME/registry or the user data folder)."),
 ]
 ChromaUrlOpt = Annotated[
     Optional[str],
-    typer.Option("--chroma-url", help="Use a Chroma server (http://HOST:PORT) instead of the embedded index."),
+    typer.Option("--chroma-url", metavar="URL", help="Use a Chroma server (http://HOST:PORT) instead of the embedded index."),
 ]
 ModelOpt = Annotated[
     Optional[str],
-    typer.Option("--model", "-m", help="Model checkpoint folder or hub id (default: $SKILLSOUP_MODEL or the demo model)."),
+    typer.Option("--model", "-m", metavar="MODEL",
+                 help="Model checkpoint folder or hub id (default: $SKILLSOUP_MODEL or the demo model)."),
 ]
 DeviceOpt = Annotated[
     str,

@@ -26,8 +26,8 @@ def _unescape(text: str) -> str:
 @app.command()
 def compose(
     name: Annotated[str, typer.Argument(help="Name of the composite skill to save.")],
-    sources: Annotated[str, typer.Option("--from", help="Source skills, comma-separated (at least 2).")],
-    examples: Annotated[Path, typer.Option("--examples", help='JSONL file, one {"input": ..., "output": ...} a line.')],
+    sources: Annotated[str, typer.Option("--from", metavar="A,B[,...]", help="Source skills, comma-separated (at least 2).")],
+    examples: Annotated[Path, typer.Option("--examples", metavar="FILE", help='JSONL file, one {"input": ..., "output": ...} a line.')],
     budget: Annotated[Optional[int], typer.Option("--budget", help=BUDGET_HELP)] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the search and of the held-out split.")] = 0,
     holdout: Annotated[float, typer.Option("--holdout", help="Fraction of the examples held out to check the weights.")] = 0.0,

@@ -56,7 +56,7 @@ def eval_icl(
     mix_sets: Annotated[int, typer.Option("--mix-sets", help="mean-mix: disjoint demonstration sets to average.")] = 2,
     router: Annotated[str, typer.Option("--router", "-r", help="router method: text, state or hybrid.")] = "text",
     max_tokens: Annotated[int, typer.Option("--max-tokens", "-n", help="Most new tokens per answer.")] = 64,
-    registry: Annotated[Optional[Path], typer.Option("--registry", help="Registry to route in for the router method (default: a temporary one holding the skills evaluated).")] = None,
+    registry: Annotated[Optional[Path], typer.Option("--registry", metavar="DIR", help="Registry to route in for the router method (default: a temporary one holding the skills evaluated).")] = None,
     chroma_url: ChromaUrlOpt = None,
 ) -> None:
     """Exact-match accuracy and NLL per output token of zero-shot, k-shot prompts, stored states,

@@ -40,11 +40,11 @@ def _router_name(value: str) -> str:
     return value
 
 
-TopKOpt = Annotated[Optional[int], typer.Option("--top-k", "-k", min=1, help="At most this many skills (default: the router's).")]
+TopKOpt = Annotated[Optional[int], typer.Option("--top-k", "-k", min=1, metavar="N", help="At most this many skills (default: the router's).")]
 RouterOpt = Annotated[str, typer.Option("--router", "-r", callback=_router_name, help="text, state (needs the model) or hybrid.")]
 ExampleOpt = Annotated[
     Optional[list[str]],
-    typer.Option("--example", "-e", help="An INPUT=>OUTPUT pair read before the query by the state router (up to 2)."),
+    typer.Option("--example", "-e", metavar="INPUT=>OUTPUT", help="An INPUT=>OUTPUT pair read before the query by the state router (up to 2)."),
 ]
 
 
@@ -79,12 +79,6 @@ def _pins(values: Optional[list[str]]) -> dict[str, float] | None:
     return pins
 
 
-def _matches_line(matches, pinned: bool = False) -> str:
-    if not matches:
-        return "no skill"
-    return ("pinned " if pinned else "") + ", ".join(f"{m.name} {m.weight:.2f}" for m in matches)
-
-
 @app.command()
 def route(
     query: QueryArg,
@@ -114,12 +108,9 @@ def route(
     if not matches:
         console.print("no skill: the query is answered without one")
     else:
-        table = Table(title=f"{escape(query[:60])}")
-        for col in ("skill", "score", "weight"):
-            table.add_column(col, justify="left" if col == "skill" else "right")
-        for x in matches:
-            table.add_row(escape(x.name), f"{x.score:.3f}", f"{x.weight:.2f}")
-        console.print(table)
+        from skillsoup.chat.transcript import route_table
+
+        console.print(route_table(query, matches))
     err_console.print(f"[dim]{router} router, policy {r.params.policy} ({escape(fit_line(status))}), {ms:.0f} ms[/]")
 
 
@@ -138,7 +129,7 @@ def fit_line(status: dict) -> str:
 def ask(
     query: QueryArg,
     as_json: JsonOpt = False,
-    skill: Annotated[Optional[list[str]], typer.Option("--skill", "-s", help="Pin NAME[:WEIGHT] instead of routing (repeatable).")] = None,
+    skill: Annotated[Optional[list[str]], typer.Option("--skill", "-s", metavar="NAME[:WEIGHT]", help="Pin NAME[:WEIGHT] instead of routing (repeatable).")] = None,
     mix: Annotated[str, typer.Option("--mix", help="Conv states of mixed skills: mix or top.")] = "mix",
     kv: Annotated[str, typer.Option("--kv", help="Attention KV of mixed skills (hybrid models): top or concat.")] = "top",
     no_route: Annotated[bool, typer.Option("--no-route", help="Use no skill unless --skill is given.")] = False,
@@ -155,6 +146,7 @@ def ask(
 ) -> None:
     """Answer a query with the routed (or pinned) skills; the answer goes to stdout as it is
     written, a dim line with the skills and timings to stderr."""
+    from skillsoup.chat.transcript import skills_line
     from skillsoup.runtime import SkillSoup
 
     pins = _pins(skill)
@@ -174,7 +166,7 @@ def ask(
     if a.truncated:  # stderr, so stdout stays the answer alone
         err_console.print(f"[yellow](cut at {max_tokens} tokens; raise --max-tokens for more)[/]")
     err_console.print(
-        f"[dim]{escape(_matches_line(a.matches, a.pinned))} · route {t.route_ms:.0f} ms · load/mix {t.load_mix_ms:.0f} ms"
+        f"[dim]{escape(skills_line(a.matches, a.pinned))} · route {t.route_ms:.0f} ms · load/mix {t.load_mix_ms:.0f} ms"
         f" · first token {t.first_token_ms:.0f} ms · {t.decode_tokens_per_s:.0f} tok/s[/]"
     )
 

@@ -23,8 +23,9 @@ from skillsoup.cli.common import (
     load_cli_model,
     open_registry,
 )
+from skillsoup.cli.help import Typer
 
-skills_app = typer.Typer(name="skills", help="List, show, export, remove and rebuild skills.", no_args_is_help=True)
+skills_app = Typer(name="skills", help="List, show, export, remove and rebuild skills.", no_args_is_help=True)
 app.add_typer(skills_app, name="skills")
 
 
@@ -221,15 +222,23 @@ def rebuild(
 @skills_app.command()
 def export(
     name: Annotated[str, typer.Argument(help="Skill name.")],
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="File to write (default: stdout).")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", metavar="FILE", help="File to write (default: stdout).")] = None,
     registry: RegistryOpt = None,
     chroma_url: ChromaUrlOpt = None,
 ) -> None:
-    """Write a skill back to a YAML skill file."""
+    """Write a skill back to a YAML skill file (a composite with its recipe: add rebuilds it)."""
+    from dataclasses import replace
+
     from skillsoup.skills.loader import dump_skill_yaml
 
     with open_registry(registry, chroma_url) as reg:
-        text = dump_skill_yaml(reg.get(name))
+        skill, composite = reg.get(name), reg.recipe(name)  # an unreadable recipe is an error, not a plain skill
+    if composite is not None:
+        skill = replace(skill, recipe=composite[0])
+        if composite[1]:
+            err_console.print(f"[yellow]source {escape(', '.join(composite[1]))} since composed: adding this file needs "
+                              "the sources as they were composed[/]")
+    text = dump_skill_yaml(skill)
     if output is None:
         typer.echo(text, nl=not text.endswith("\n"))
         return

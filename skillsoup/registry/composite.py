@@ -11,20 +11,22 @@ found. Recomputing a composite's state (another model, a corrupted file) re-mixe
 current states with the recorded weights; it refuses, with a RegistryError, when a source was
 removed or changed since. The stored mix stays usable either way: ``doctor`` and ``skills show``
 report such sources, nothing crashes.
+A composite exported to a skill file carries its recipe (skills/recipe.py); ``add`` of that file
+mixes it again from the sources this registry holds (:func:`plan_file_composites`).
 """
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 from skillsoup.errors import RegistryError
 from skillsoup.registry.store import fp_key
 from skillsoup.registry.values import AddResult
+from skillsoup.skills.recipe import RECIPE_FORMAT, Recipe, RecipePart  # noqa: F401 (re-exported)
 from skillsoup.skills.skill import Skill
 
 if TYPE_CHECKING:
@@ -36,67 +38,19 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RECIPE_KEY = "recipe"
-RECIPE_FORMAT = "skillsoup-recipe/1"
 OK, REMOVED, CHANGED = "ok", "removed", "changed"
-
-
-@dataclass(frozen=True)
-class RecipePart:
-    name: str
-    content_hash: str  # the source skill's content hash when the weights were found
-    state_hash: str  # ... and its state hash
-    weight: float
-
-
-@dataclass(frozen=True)
-class Recipe:
-    parts: tuple[RecipePart, ...]
-    conv: str  # mixing.mix's conv policy
-    method: str  # how the weights were found, e.g. "cma-es/simplex"
-    model: str  # fingerprint of the model the weights were searched with
-    n_examples: int  # examples searched on
-    n_holdout: int = 0  # examples held out
-    budget: int = 0
-    seed: int = 0
-    nll_uniform: float | None = None
-    nll_best: float | None = None
-    nll_uniform_holdout: float | None = None
-    nll_best_holdout: float | None = None
-    kv: str = "top"  # mixing.mix's KV policy (hybrid models); recipes written before it read "top"
-
-    @property
-    def weights(self) -> list[float]:
-        return [p.weight for p in self.parts]
-
-    @property
-    def state_hash(self) -> str:
-        """sha256 of what the mixed state depends on: the sources' states, the weights, the policies
-        (the KV policy only when it is not the default, so recipes written before it keep their hash)."""
-        policies = [self.conv] + ([self.kv] if self.kv != "top" else [])
-        blob = json.dumps([RECIPE_FORMAT, [[p.state_hash, p.weight] for p in self.parts], *policies])
-        return hashlib.sha256(blob.encode()).hexdigest()
-
-    def to_json(self) -> str:
-        return json.dumps({"format": RECIPE_FORMAT, **asdict(self)}, sort_keys=True, allow_nan=False)
-
-    @classmethod
-    def from_json(cls, text: str, name: str = "?") -> Recipe:
-        try:
-            d = json.loads(text)
-            if d.pop("format", None) != RECIPE_FORMAT:
-                raise ValueError(f"format is not {RECIPE_FORMAT}")
-            parts = tuple(RecipePart(str(p["name"]), str(p["content_hash"]), str(p["state_hash"]), float(p["weight"]))
-                          for p in d.pop("parts"))
-            return cls(parts=parts, **d)
-        except (ValueError, KeyError, TypeError) as exc:
-            raise RegistryError(f"the recipe of composite skill {name!r} is unreadable ({exc}); "
-                                "compose it again with skillsoup compose --replace") from None
 
 
 def recipe_of(row: SkillRow) -> Recipe | None:
     """The row's recipe, None for a plain skill; RegistryError when it cannot be read."""
     text = row.metadata.get(RECIPE_KEY)
-    return None if text is None else Recipe.from_json(str(text), row.name)
+    if text is None:
+        return None
+    try:
+        return Recipe.from_json(str(text))
+    except ValueError as exc:
+        raise RegistryError(f"the recipe of composite skill {row.name!r} is unreadable ({exc}); "
+                            "compose it again with skillsoup compose --replace") from None
 
 
 def recipe_dict(row: SkillRow) -> dict | None:
@@ -191,6 +145,58 @@ def add_composite(reg: RegistryCore, skill: Skill, recipe: Recipe, model: StateM
             reg.drop_state_files(old, in_use=old.get("state_hash") in others)
     status = "added" if old is None else "replaced"
     log.info("composite %r %s: %s", skill.name, status, ", ".join(f"{p.name}={p.weight:.3f}" for p in recipe.parts))
+    return AddResult(skill.name, status, len(skill.demonstrations), time.perf_counter() - t0)
+
+
+# ---- composites read from skill files (``skills export`` then ``add``) --------------------------
+def plan_file_composites(reg: RegistryCore, composites: list[Skill], plain: list[Skill], current: dict[str, dict],
+                         replace: bool) -> list[tuple[Skill, Recipe, str]]:
+    """(skill, recipe to store, "added" / "unchanged" / "replaced") for each skill that carries a
+    recipe, sources before the composites that mix them. Each source must be in the registry or among
+    ``plain`` (added in the same call), with the state hash it had when the weights were found (the
+    state is what the weights were searched for; a new description does not matter). Raises one
+    RegistryError before anything is written. ``current``: the registry's skill metadata by name."""
+    have = {n: (m.get("content_hash"), m.get("state_hash")) for n, m in current.items()}
+    have.update((s.name, (s.content_hash, s.state_hash)) for s in plain)
+    pending, out = list(composites), []
+    while pending:
+        ready = [s for s in pending if all(p.name in have for p in s.recipe.parts)]
+        if not ready:
+            s = pending[0]
+            name = next(p.name for p in s.recipe.parts if p.name not in have)
+            raise RegistryError(f"composite skill {s.name!r} mixes skill {name!r}, which registry {reg.path} does "
+                                f"not hold; add {name!r} first (or in the same skillsoup add call), then the composite")
+        for s in ready:
+            parts = []
+            for p in s.recipe.parts:
+                content_hash, state_hash = have[p.name]
+                if state_hash != p.state_hash:
+                    raise RegistryError(
+                        f"composite skill {s.name!r} mixes {p.name!r} as it was when its weights were found, but registry "
+                        f"{reg.path} holds another version of it (other demonstrations or template); add that version, "
+                        f"or compose {s.name!r} again from its demonstrations (skillsoup compose {s.name} --from "
+                        f"{','.join(q.name for q in s.recipe.parts)} --examples FILE)")
+                parts.append(dataclasses.replace(p, content_hash=content_hash))
+            recipe = dataclasses.replace(s.recipe, parts=tuple(parts))
+            old = current.get(s.name)
+            status = "added" if old is None else "unchanged" if (old.get("content_hash"), old.get("state_hash")) == \
+                (s.content_hash, recipe.state_hash) and old.get(RECIPE_KEY) is not None else "replaced"
+            if status == "replaced" and not replace:
+                raise RegistryError(f"skill {s.name!r} already in the registry with different content; add with "
+                                    "--replace to overwrite, or rename")
+            have[s.name] = (s.content_hash, recipe.state_hash)
+            out.append((s, recipe, status))
+        pending = [s for s in pending if s not in ready]
+    return out
+
+
+def add_file_composite(reg: RegistryCore, skill: Skill, recipe: Recipe, status: str, model: StateModel) -> AddResult:
+    """One planned composite of :func:`plan_file_composites`, its state mixed from the sources' states
+    for ``model`` (an unchanged one only gets a state for a model that has none). The caller holds the lock."""
+    if status != "unchanged":
+        return add_composite(reg, skill, recipe, model, replace=status == "replaced")
+    t0 = time.perf_counter()
+    reg.state(skill.name, model)
     return AddResult(skill.name, status, len(skill.demonstrations), time.perf_counter() - t0)
 
 

@@ -30,9 +30,11 @@ from skillsoup.errors import RegistryError, SkillNotFoundError, StateError, Stat
 from skillsoup.registry.composite import (
     Recipe,
     add_composite,
+    add_file_composite,
     broken_parts,
     dependents,
     mix_recipe,
+    plan_file_composites,
     recipe_dict,
     recipe_of,
     remix_blockers,
@@ -42,7 +44,8 @@ from skillsoup.registry.lock import NoLock, RegistryLock
 from skillsoup.registry.opening import open_index, read_only_error, remove_snapshot
 from skillsoup.registry.settings import Settings
 from skillsoup.registry.store import StateStore, fp_key
-from skillsoup.registry.values import AddResult, DemoMatch, ProgressFn, SkillHit, SkillInfo, add_status, capture_skill
+from skillsoup.registry.values import (AddResult, DemoMatch, ProgressFn, SkillHit, SkillInfo, add_status, capture_skill,
+                                       plain_and_composites)
 from skillsoup.skills.skill import Skill
 from skillsoup.states.state import SkillState
 
@@ -199,14 +202,10 @@ class SkillRegistry:
     def add(self, skills: Iterable[Skill], model: StateModel, replace: bool = False,
             progress: ProgressFn | None = None) -> list[AddResult]:
         """Add skills with their states for ``model``. An unchanged skill is a no-op (its state is
-        computed if this model has none); a changed one with an existing name needs ``replace``.
-        Every conflict is reported before anything is written."""
-        skills = list(skills)
-        seen: set[str] = set()
-        for s in skills:
-            if s.name in seen:
-                raise RegistryError(f"skill {s.name!r} is given twice; rename one of them")
-            seen.add(s.name)
+        computed if this model has none); a changed one with an existing name needs ``replace``. A
+        skill with a recipe (an exported composite) is mixed from its sources, after the plain skills.
+        Every conflict and missing source is reported before anything is written."""
+        skills, composites = plain_and_composites(skills)
         self.check_writable("add skills")
         with self.lock:
             self.index.collection(SKILLS), self.index.collection(DEMOS)
@@ -218,6 +217,7 @@ class SkillRegistry:
                     f"skill{'s' if len(conflicts) > 1 else ''} {', '.join(map(repr, conflicts))} already in the registry "
                     "with different content; add with --replace to overwrite, or rename"
                 )
+            mixes = plan_file_composites(self, composites, skills, current, replace)
             plan = [(s, "replaced" if status == "conflict" else status) for s, status in plan]
             state_refs = Counter(m.get("state_hash") for m in current.values())
             results: list[AddResult] = []
@@ -230,7 +230,7 @@ class SkillRegistry:
 
             for start in range(0, len(plan), _CHUNK):
                 results += self._add_chunk(plan[start : start + _CHUNK], model, current, state_refs, captured)
-            return results
+            return results + [add_file_composite(self, *mixed, model) for mixed in mixes]
 
     def _add_chunk(self, chunk, model: StateModel, current: dict, state_refs: Counter,
                    captured: Callable[[str], None]) -> list[AddResult]:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
+from skillsoup.errors import RegistryError
 from skillsoup.skills.skill import Skill
 from skillsoup.states.state import SkillState
 
@@ -28,6 +29,17 @@ def add_status(skill: Skill, meta: dict | None) -> str:
     if meta.get("recipe") is not None:  # a composite is replaced by a plain skill only on request
         return "conflict"
     return "unchanged" if meta.get("content_hash") == skill.content_hash else "conflict"
+
+
+def plain_and_composites(skills: Iterable[Skill]) -> tuple[list[Skill], list[Skill]]:
+    """The skills of one ``add`` call split into plain ones and composites (a recipe: an exported
+    composite), each name given once (RegistryError otherwise)."""
+    skills, seen = list(skills), set()
+    for s in skills:
+        if s.name in seen:
+            raise RegistryError(f"skill {s.name!r} is given twice; rename one of them")
+        seen.add(s.name)
+    return [s for s in skills if s.recipe is None], [s for s in skills if s.recipe is not None]
 
 
 @dataclass(frozen=True)

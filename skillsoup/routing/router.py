@@ -11,7 +11,8 @@ Three ways to score a skill (``route(..., router=...)``):
     hybrid  alpha * text score + (1 - alpha) * state cosine, over the skills either one found; its
             threshold is the same blend of the two thresholds, its temperature the state one.
 Then: the skills whose score reaches their threshold (per skill when fitted) are ordered by score,
-cut to ``top_k``, and weighted by a softmax with a temperature (weights sum to 1).
+cut to ``top_k``, and weighted by a softmax with a temperature (weights sum to 1). Last, every route
+is finished (matches.py): zero weights dropped, the routed sources of a routed composite folded into it.
 
 Parameters (:class:`RouterParams`) live in the registry's settings under ``"router"`` and are
 versioned with them; :meth:`Router.save` writes them, ``skillsoup fit`` fits and saves them. A fitted
@@ -37,6 +38,7 @@ from skillsoup.errors import LabelledDataError, PolicyError, RoutingError  # noq
 from skillsoup.routing import policies as rf
 from skillsoup.registry.index import SKILLS
 from skillsoup.routing.classifier import SkillClassifier, check_reference, knn_from_hits
+from skillsoup.routing.matches import SkillMatch, composite_sources, finish
 
 if TYPE_CHECKING:
     from skillsoup.models.base import StateModel
@@ -52,16 +54,6 @@ MAX_TOP_K = 64
 CLASSIFIER = "classifier"
 POLICY_NAMES = (*rf.POLICIES, CLASSIFIER)
 MIX_SHARE = 0.25  # a classifier route mixes the skills whose probability is at least this share of the top one's
-
-
-@dataclass(frozen=True)
-class SkillMatch:
-    """One routed skill: ``score`` on the policy's scale (cosine, or probability for ``logistic``;
-    1.0 for a pinned skill), ``weight`` its share of the mixture (the weights of a route sum to 1)."""
-
-    name: str
-    score: float
-    weight: float
 
 
 @dataclass(frozen=True)
@@ -277,8 +269,8 @@ class Router:
         if router == "state":
             names = [n for n, _ in state_hits]
             scores = np.array([s for _, s in state_hits], dtype=np.float64)
-            return _select(names, scores, np.full(len(names), self.params.state_threshold), scores, top_k,
-                           self.params.state_temperature)
+            return self.finish(_select(names, scores, np.full(len(names), self.params.state_threshold), scores,
+                                       top_k, self.params.state_temperature))
         return self._hybrid(self.retrieve(self.embed([query])[0]), state_hits, top_k)
 
     def route_many(self, queries: Sequence[str], top_k: int | None = None, router: str = "text") -> list[list[SkillMatch]]:
@@ -341,11 +333,16 @@ class Router:
         """Thresholds, top-k and weights over the scored candidates of one retrieval."""
         p = self.params
         if p.policy == CLASSIFIER:
-            return self._decide_classifier(retrieval, top_k or p.top_k)
+            return self.finish(self._decide_classifier(retrieval, top_k or p.top_k))
         cands, scores = self.scores(retrieval)
         thresholds = np.array([p.skill_thresholds.get(n, p.threshold) for n in cands.names])
-        return _select(list(cands.names), scores, thresholds, rf.weight_logits(scores, p.policy),
-                       top_k or p.top_k, p.temperature)
+        return self.finish(_select(list(cands.names), scores, thresholds, rf.weight_logits(scores, p.policy),
+                                   top_k or p.top_k, p.temperature))
+
+    def finish(self, matches: list[SkillMatch]) -> list[SkillMatch]:
+        """Zero weights dropped, composites' routed sources folded into them, weights summing to 1,
+        heaviest first (matches.py says why)."""
+        return finish(matches, lambda names: composite_sources(self.registry, names))
 
     def _decide_classifier(self, retrieval: Retrieval, top_k: int) -> list[SkillMatch]:
         """The top skill if the accept model clears its threshold, mixed with the skills whose
@@ -386,7 +383,7 @@ class Router:
         s_floor = min(state_of.values(), default=0.0)
         scores = np.array([a * text_of.get(n, t_floor) + (1 - a) * state_of.get(n, s_floor) for n in names])
         threshold = a * p.threshold + (1 - a) * p.state_threshold
-        return _select(names, scores, np.full(len(names), threshold), scores, top_k, p.state_temperature)
+        return self.finish(_select(names, scores, np.full(len(names), threshold), scores, top_k, p.state_temperature))
 
 
 def _select(names: list[str], scores: np.ndarray, thresholds: np.ndarray, logits: np.ndarray, top_k: int,

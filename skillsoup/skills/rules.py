@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 
 from skillsoup.errors import SkillFileError
+from skillsoup.skills.recipe import Recipe
 from skillsoup.skills.skill import DEFAULT_TEMPLATE, Demonstration, Skill
 
 MAX_FILE_BYTES = 5 * 1024 * 1024  # one skill file; split bigger collections into several files
@@ -112,7 +113,7 @@ def build_skill(draft: SkillDraft) -> Skill:
     demonstrations = _check_pairs(draft, name, draft.demonstrations, "demonstrations")
     tests = _check_pairs(draft, name, draft.tests, "tests")
     skill = Skill(name=name, description=description, demonstrations=demonstrations, template=template,
-                  tags=tags, tests=tests, source=draft.path)
+                  tags=tags, tests=tests, source=draft.path, recipe=_check_recipe(draft, name))
     _check_outputs_can_end(draft, skill)
     return skill
 
@@ -186,6 +187,22 @@ def _check_tags(draft: SkillDraft) -> tuple[str, ...]:
             raise file_error(draft.path, found.where, f"tag {shown} is not valid: each tag is a non-empty "
                                                       f"one-line string of at most {MAX_TAG_CHARS} characters")
     return tuple(found.value)
+
+
+def _check_recipe(draft: SkillDraft, name: str) -> Recipe | None:
+    found = draft.fields.get("recipe")
+    if found is None:
+        return None
+    try:
+        recipe = Recipe.from_dict(found.value)
+    except ValueError as exc:
+        raise file_error(draft.path, found.where, f"the recipe of composite skill '{name}' is not valid: {exc} "
+                                                  f"(skillsoup skills export writes it; {DOCS})") from None
+    names = [p.name for p in recipe.parts]
+    if name in names or len(set(names)) < len(names):
+        what = "itself" if name in names else f"'{next(n for n in names if names.count(n) > 1)}' twice"
+        raise file_error(draft.path, found.where, f"composite skill '{name}' lists {what} among its sources")
+    return recipe
 
 
 def _check_pairs(draft: SkillDraft, name: str, pairs: list[PairDraft], key: str) -> tuple[Demonstration, ...]:

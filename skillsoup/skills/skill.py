@@ -3,7 +3,8 @@
 Rendering is plain text substitution of ``{input}`` and ``{output}`` (not str.format, so braces in
 JSON outputs are safe). The state of a skill is the model's state after reading
 ``render_demonstrations()``; a query is then read as ``render_query(query)`` and the model writes the
-output, which ends where the template's text after ``{output}`` begins (``stop_strings``).
+output, which ends where the template's text after ``{output}`` begins (``stop_strings``). A
+skill with a ``recipe`` is a composite: its state is a mix of other skills' states (skills/recipe.py).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, field
+
+from skillsoup.skills.recipe import Recipe
 
 DEFAULT_TEMPLATE = "Input: {input}\nOutput: {output}\n"
 _PLACEHOLDER = re.compile(r"\{(input|output)\}")
@@ -32,6 +35,9 @@ class Skill:
     tags: tuple[str, ...] = ()
     tests: tuple[Demonstration, ...] = ()  # held-out pairs for evaluation, never rendered into the state
     source: str = field(default="", compare=False)  # file it came from; not part of the content
+    # a composite's recipe (skills/recipe.py) when the skill came from an exported composite; the
+    # registry keeps it beside the row, so it is not part of the content hashes either
+    recipe: Recipe | None = None
 
     def render_demonstration(self, demo: Demonstration) -> str:
         # one pass, so an input that contains the text "{output}" stays as written

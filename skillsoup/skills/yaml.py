@@ -17,7 +17,7 @@ import yaml
 from skillsoup.skills.rules import Located, SkillDraft, Where, check_keys, describe_type, file_error
 from skillsoup.skills.skill import DEFAULT_TEMPLATE, Skill
 
-SKILL_KEYS = ("name", "description", "demonstrations", "template", "tags", "tests")
+SKILL_KEYS = ("name", "description", "demonstrations", "template", "tags", "tests", "recipe")
 PAIR_KEYS = ("input", "output")
 _SAFE_BASE = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: same rules, 5-50x faster
 MAX_NESTING = 16  # a skill needs 5 levels; libyaml's composer recurses in C and crashes near 50,000
@@ -183,7 +183,7 @@ def _mapping_draft(path: str, mapping: LocatedDict, allowed: tuple[str, ...] = S
                    what: str = "a skill") -> SkillDraft:
     check_keys(path, mapping.key_positions, allowed, what)
     draft = SkillDraft(path, mapping.where)
-    for key in ("name", "description", "template", "tags"):
+    for key in ("name", "description", "template", "tags", "recipe"):
         if key in mapping:
             draft.fields[key] = Located(mapping[key], mapping.where_of(key))
     for key, is_test in (("demonstrations", False), ("tests", True)):
@@ -232,12 +232,15 @@ _SkillDumper.add_representer(str, _represent_text)
 
 
 def dump_skill_yaml(skill: Skill) -> str:
-    """The skill as a YAML skill file; loading it gives back an equal skill (``source`` aside)."""
+    """The skill as a YAML skill file; loading it gives back an equal skill (``source`` aside), a
+    composite's recipe included."""
     data: dict[str, object] = {"name": skill.name, "description": skill.description}
     if skill.tags:
         data["tags"] = list(skill.tags)
     if skill.template != DEFAULT_TEMPLATE:
         data["template"] = skill.template
+    if skill.recipe is not None:  # a composite: what add needs to mix it again (docs/skills.md)
+        data["recipe"] = skill.recipe.to_dict()
     data["demonstrations"] = [{"input": d.input, "output": d.output} for d in skill.demonstrations]
     if skill.tests:
         data["tests"] = [{"input": d.input, "output": d.output} for d in skill.tests]

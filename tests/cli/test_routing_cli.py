@@ -32,6 +32,28 @@ def reg(cli, tmp_path, mamba_dir):
     return option
 
 
+def test_route_and_ask_print_tiny_weights_honestly(cli, reg, mamba_dir):
+    """A weight that rounds to 0.00 prints as <0.01 (a zero weight is not listed at all: routing
+    drops it, tests/routing/test_route_finish.py)."""
+    from skillsoup.registry import SkillRegistry
+    from skillsoup.routing import Router, weight_text
+
+    with SkillRegistry.open(reg[1]) as registry:  # the first softmax temperature that gives a weight < 0.005
+        for t in (0.3, 0.1, 0.03, 0.01, 0.003):
+            registry.set_setting("router", {"threshold": -1.0, "top_k": 8, "temperature": t})
+            matches = Router(registry).route(QUERY)
+            if any(m.weight < 0.005 for m in matches):
+                break
+    assert any(0 < m.weight < 0.005 for m in matches) and all(m.weight > 0 for m in matches)
+    r = cli("route", QUERY, *reg)
+    assert r.code == 0 and "<0.01" in r.out and "0.00 " not in r.out
+    rows = [line for line in r.out.splitlines() if line.startswith("│")]
+    assert [row.split("│")[1].split()[0] for row in rows] == [m.name for m in matches]
+    assert [row.split("│")[3].strip() for row in rows] == [weight_text(m.weight) for m in matches]
+    a = cli("ask", QUERY, "--max-tokens", "1", "--model", mamba_dir, *reg)
+    assert a.code == 0 and ", ".join(f"{m.name} {weight_text(m.weight)}" for m in matches) in a.err
+
+
 def _one_red_line(run, *needles) -> None:
     assert run.code == 1, run
     lines = run.err.strip().splitlines()
@@ -47,7 +69,7 @@ def test_route_table_json_and_no_skill(cli, reg):
     assert set(data) == {"query", "router", "policy", "matches", "route_ms", "fit"}
     assert data["fit"]["fitted"] is False and data["fit"]["n"] is None
     assert data["matches"][0]["name"] == "timer" and len(data["matches"]) <= 2
-    assert set(data["matches"][0]) == {"name", "score", "weight"}
+    assert set(data["matches"][0]) == {"name", "score", "weight", "folded"}
     assert abs(sum(m["weight"] for m in data["matches"]) - 1) < 1e-9
     from skillsoup.registry import SkillRegistry
 

@@ -27,7 +27,7 @@ def run_skillsoup(*args: str, tmp_path: Path) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("args, message", [
     (["frobnicate"], "error: No such command 'frobnicate'. (see skillsoup --help)"),
-    (["ask"], "error: Missing argument 'query'. (see skillsoup ask --help)"),
+    (["ask"], "error: Missing argument 'QUERY'. (see skillsoup ask --help)"),
     (["ask", "hi", "--bogus"], "error: No such option: --bogus (see skillsoup ask --help)"),
     (["ask", "hi", "--max-tokens", "abc"], "error: Invalid value for '--max-tokens' / '-n'"),
     (["skills", "lst"], "error: No such command 'lst'. Did you mean 'list'? (see skillsoup skills --help)"),

@@ -24,18 +24,6 @@ from skillsoup.errors import MixError, RegistryError, SkillFileError, SkillNotFo
 from skillsoup.skills.skill import DEFAULT_TEMPLATE
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(one_torch_thread):
-    yield
-
-
-@pytest.fixture(scope="module")
-def demo_model():
-    from skillsoup import load_model
-
-    return load_model(DEMO_MODEL_DIR)
-
-
 def blend_pair() -> tuple[str, str]:
     """Two demo skills of different families with the default template: a task whose inputs are
     mostly A's kind and partly B's needs both, in unequal amounts (so uniform is not the optimum)."""
@@ -278,26 +266,7 @@ def test_compose_skill_saves_the_search(reg_with_sources, demo_model):
         compose_skill(reg, demo_model, "blend2", [a, b], examples, template="no placeholders")
 
 
-# ---- the command ---------------------------------------------------------------------------------
-@pytest.fixture
-def cli(monkeypatch):
-    """main() (where errors become one red line) run inside typer's CliRunner isolation."""
-    from typer.testing import CliRunner
-
-    from skillsoup.cli import main
-
-    monkeypatch.setenv("SKILLSOUP_EMBEDDER", "hash:32")
-
-    def run(*args):
-        with CliRunner().isolation() as (stdout, stderr, _):
-            code = main([str(x) for x in args])
-            out, err = stdout.getvalue().decode(), stderr.getvalue().decode()
-        assert "Traceback" not in out + err
-        return code, out, err
-
-    return run
-
-
+# ---- the command (the cli fixture: conftest.py) -------------------------------------------------
 def test_compose_command(cli, tmp_path):
     from skillsoup.skills.loader import dump_skill_yaml
 

@@ -399,8 +399,9 @@ def test_the_examples_in_the_docs_load():
     blocks = re.findall(r"^(`{3,})(yaml|json|markdown)\n(.*?)^\1$", docs, flags=re.MULTILINE | re.DOTALL)
     suffixes = {"yaml": ".yaml", "json": ".jsonl", "markdown": ".md"}
     loaded = [parse_skills(text, suffixes[kind], source=f"docs ({kind})") for _, kind, text in blocks]
-    assert [kind for _, kind, _ in blocks] == ["yaml", "json", "markdown"]
+    assert [kind for _, kind, _ in blocks] == ["yaml", "json", "markdown", "yaml"]  # the last: an exported composite
     assert all(len(skills) == 1 and skills[0].demonstrations for skills in loaded)
+    assert [skills[0].recipe is not None for skills in loaded] == [False, False, False, True]
 
 
 def test_markdown_test_sections_are_told_by_their_first_word():
