@@ -23,14 +23,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_state  # noqa: E402  (its random-weight checkpoints at the 130m shapes)
 
 
-def best_ms(fn, repeat: int, steps: int) -> float:
-    fn(2)  # warm-up: first-touch pages, caches
-    best = float("inf")
+def best_ms(fns, repeat: int, steps: int) -> list[float]:
+    """Best milliseconds per step of each of ``fns`` (each runs n steps), timed in turn within every
+    repeat so that a slow moment of the machine falls on both sides."""
+    for fn in fns:
+        fn(2)  # warm-up: first-touch pages, caches
+    best = [float("inf")] * len(fns)
     for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn(steps)
-        best = min(best, (time.perf_counter() - t0) / steps)
-    return best * 1e3
+        for i, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            fn(steps)
+            best[i] = min(best[i], (time.perf_counter() - t0) / steps)
+    return [b * 1e3 for b in best]
 
 
 def measure(arch: str, batches: list[int], args) -> list[tuple]:
@@ -48,8 +52,7 @@ def measure(arch: str, batches: list[int], args) -> list[tuple]:
                 _, state = step(tokens, state)
 
         steps = max(2, args.steps // max(1, b // 8))
-        new = best_ms(lambda n: run(model.step, n), args.repeat, steps)
-        inplace = best_ms(lambda n: run(model.step_, n), args.repeat, steps)
+        new, inplace = best_ms([lambda n: run(model.step, n), lambda n: run(model.step_, n)], args.repeat, steps)
         rows.append((arch, b, one.nbytes * b / 2**20, new, inplace))
     return rows
 

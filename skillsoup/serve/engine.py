@@ -10,7 +10,7 @@ One thread owns the model. Each iteration it admits waiting requests into free r
 logits are dropped), a row that is answering feeds the token it sampled last. A finished, cancelled
 or timed-out row leaves the batch at once (``SkillState.rows``); a new one joins it
 (``SkillState.cat``). Both copy, so a group's batch state is its own and each step writes over it
-(``StateModel.step_``; 1.45x / 4x faster steps at 32 rows of mamba-130m / mamba2-130m on a CPU).
+(``StateModel.step_``; 1.3x / 2.1x faster steps at 32 rows of mamba-130m / mamba2-130m on a CPU).
 Rows whose states cannot be stacked (``cat`` raises StateMismatchError, e.g. attention caches of
 different lengths in a hybrid model) are stepped in separate groups.
 
