@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from skillsoup.demo import data
 from skillsoup.demo import data_v2 as d2
 from skillsoup.demo.catalog import TOOL_TEMPLATE, VARIANTS, Variant
-from skillsoup.demo.corpus import SPLITS, VariantFacts, draw_distinct, render_pairs, split_of
+from skillsoup.demo.corpus import SPLITS, VariantFacts, draw_distinct, render_pairs
 from skillsoup.skills.skill import DEFAULT_TEMPLATE, Demonstration, Skill
 
 NO_SKILL = "no skill for that"
