@@ -243,10 +243,9 @@ def knn_from_hits(columns: dict[str, int], hits) -> np.ndarray:
     """[k] knn similarities of one query from the router's demonstration hits ((skill, cosine), best
     first); ``columns``: skill name -> column (SkillClassifier.columns)."""
     floor = min((float(s) for _, s in hits), default=0.0)
-    col = columns
     out = np.full(len(columns), floor)
     for name, sim in hits:
-        i = col.get(name)
+        i = columns.get(name)
         if i is not None and sim > out[i]:
             out[i] = float(sim)
     return out
