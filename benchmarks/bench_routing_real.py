@@ -51,6 +51,10 @@ class CachedEmbedder:
     def dim(self) -> int:
         return self.inner.dim
 
+    @property
+    def source_folder(self):  # encoder tuning starts from the inner embedder's folder
+        return self.inner.source_folder
+
     def embed(self, texts: list[str]) -> np.ndarray:
         missing = sorted({t for t in texts if t not in self.cache})
         if missing:
@@ -79,6 +83,7 @@ def write_skill_files(task: intent_data.Task, folder: Path) -> Path:
 def run_dataset(name: str, args, model, embedder, tmp: Path) -> dict:
     from skillsoup.registry import SkillRegistry
     from skillsoup.routing import Router, evaluate, fit
+    from skillsoup.routing.tune import fit_tuned
     from skillsoup.skills.loader import load_skills
 
     task = intent_data.make_task(intent_data.load(name, args.data), n_demos=args.demos, n_fit=args.fit_per_skill,
@@ -92,14 +97,19 @@ def run_dataset(name: str, args, model, embedder, tmp: Path) -> dict:
         before = evaluate(router, task.test, baseline=False, latency_sample=args.latency_sample)
         embedder.embed([r["query"] for r in task.fit])  # embedded once here, so the fit time below is the fit's own
         t0 = time.perf_counter()
-        report = fit(router, task.fit, objective=args.objective)
+        if args.tune_encoder:
+            tuned = fit_tuned(router, task.fit, objective=args.objective)
+            report, encoder = tuned.fit, {"kept": tuned.kept, "tuning_s": tuned.tuning.seconds, "steps": tuned.tuning.steps,
+                                          "trials": {t.label: t.judged for t in tuned.trials}}
+        else:
+            report, encoder = fit(router, task.fit, objective=args.objective), None
         fit_s = time.perf_counter() - t0
         after = evaluate(router, task.test, latency_sample=args.latency_sample)
     embedder.flush()
     return {"dataset": name, "skills": len(task.skills), "held_out": len(task.held_out), "fit_n": len(task.fit),
             "fit_null": sum(r["skill"] is None for r in task.fit), "test_n": len(task.test),
             "test_null": sum(r["skill"] is None for r in task.test), "add_s": add_s, "fit_s": fit_s,
-            "chosen": report.chosen, "oof": report.routers,
+            "chosen": report.chosen, "oof": report.routers, "encoder": encoder,
             "unfitted": before, "fitted": after, "baseline": after["baseline"]}
 
 
@@ -141,7 +151,8 @@ def balanced(m: dict) -> float:
 
 def print_table(results: list[dict], args) -> None:
     load = os.getloadavg()
-    print(f"\nrouting on public intent data ({args.split} split), embedder all-MiniLM-L6-v2, {args.demos} demonstrations "
+    print(f"\nrouting on public intent data ({args.split} split), embedder all-MiniLM-L6-v2"
+          f"{' tuned by fit --tune-encoder where it wins' if args.tune_encoder else ''}, {args.demos} demonstrations "
           f"per skill, fit set {args.fit_per_skill} queries per skill + {args.null_share:.0%} null, objective "
           f"{args.objective}; load average {load[0]:.1f} / {load[1]:.1f} on {os.cpu_count()} cores")
     print("| dataset | skills | router | in-scope acc | abstain recall | balanced | route p50 / p95 ms |")
@@ -163,6 +174,18 @@ def print_table(results: list[dict], args) -> None:
               f"{r['add_s']:.0f} | {r['chosen']} | {oof} |")
 
 
+def print_encoder_table(results: list[dict]) -> None:
+    rows = [r for r in results if r.get("encoder")]
+    if not rows:
+        return
+    print("\n| dataset | encoder kept | tuning steps | tuning s | judged out of fold (labelled queries): current / tuned |")
+    print("|---|---|---:|---:|---|")
+    for r in rows:
+        e = r["encoder"]
+        print(f"| {r['dataset']} | {e['kept']} | {e['steps']} | {e['tuning_s']:.0f} | "
+              f"{e['trials']['current']:.3f} / {e['trials']['tuned']:.3f} |")
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="folder with the cloned datasets (intent_data.py)")
@@ -179,6 +202,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--no-cache", action="store_true", help="embed everything again")
     parser.add_argument("--demo-tests", type=int, default=10, help="held-out tests per demo skill (0: skip the demo part)")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--tune-encoder", action="store_true",
+                        help="fit with encoder tuning (skillsoup fit --tune-encoder): minutes per dataset")
     args = parser.parse_args(argv)
 
     import torch
@@ -197,6 +222,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             print(f"{name}: done ({results[-1]['fit_s']:.1f} s fit)", file=sys.stderr)
         demo = run_demo(args, model, embedder, Path(tmp)) if args.demo_tests else {}
     print_table(results, args)
+    print_encoder_table(results)
     if demo:
         print("\n| demo model skills (top-1 right skill on held-out tests) | skills | queries | text | state | hybrid |")
         print("|---|---:|---:|---:|---:|---:|")

@@ -159,10 +159,12 @@ def quiet_loading() -> Iterator[None]:
 class TextEmbedder:
     """``embed(texts) -> float32 [n, dim]`` with unit-norm rows; the model loads on first use."""
 
-    def __init__(self, model_name_or_path: str | os.PathLike | None = None, device: str = "cpu", batch_size: int = 64):
+    def __init__(self, model_name_or_path: str | os.PathLike | None = None, device: str = "cpu", batch_size: int = 64,
+                 name: str | None = None):
         text = str(model_name_or_path) if model_name_or_path is not None else DEFAULT_EMBEDDER
         self._default = text in _DEFAULT_ALIASES
-        self.name = DEFAULT_EMBEDDER if self._default else text
+        self._source = DEFAULT_EMBEDDER if self._default else text
+        self.name = name or self._source  # what the index records (a tuned encoder's name is registry-relative)
         self.device = device
         self.batch_size = batch_size
         self._model = None
@@ -180,10 +182,18 @@ class TextEmbedder:
             if self._default:
                 self._model = _load(_default_source(), self.device, offline=True)
             else:
-                path = Path(self.name).expanduser()
-                source = str(path) if path.exists() else self.name
+                path = Path(self._source).expanduser()
+                source = str(path) if path.exists() else self._source
                 self._model = _load(source, self.device, offline=path.exists())
         return self._model
+
+    @property
+    def source_folder(self) -> Path | None:
+        """The local folder the model loads from (None for a hub name): what encoder tuning starts from."""
+        if self._default:
+            return Path(_default_source())
+        path = Path(self._source).expanduser()
+        return path if path.is_dir() else None
 
     @property
     def dim(self) -> int:

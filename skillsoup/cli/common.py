@@ -6,11 +6,13 @@ import logging
 import os
 import sys
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)  # an error stays one line
@@ -97,3 +99,23 @@ def load_cli_model(model: Optional[str], device: str = "cpu", dtype: str = "floa
         raise ModelLoadError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     quiet_libraries()
     return load_model(model or config.default_model(), device=where, dtype=getattr(torch, dtype))
+
+
+@contextmanager
+def progress_bar(title: str):
+    """A rich progress bar on stderr (a terminal only: logs and pipes stay clean); yields a
+    ``progress(done, total, label)`` callback, or None where there is no terminal."""
+    if not err_console.is_terminal:
+        yield None
+        return
+    bar = Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("{task.fields[label]}"), console=err_console, transient=True,
+    )
+    with bar:
+        task = bar.add_task(title, total=None, label="")
+
+        def update(done: int, total: int, label: str) -> None:
+            bar.update(task, completed=done, total=total, label=label)
+
+        yield update

@@ -25,6 +25,7 @@ from skillsoup.cli.common import (
     err_console,
     load_cli_model,
     open_registry,
+    progress_bar,
 )
 from skillsoup.errors import RoutingError
 
@@ -119,6 +120,8 @@ def fit_line(status: dict) -> str:
     if not status["fitted"]:
         return "default parameters, not fitted"
     line = f"fitted {status['at']} on {status['n']} queries, kept {status['chosen']}"
+    if str(status.get("encoder", "")).startswith("tuned:"):
+        line += f", encoder {status['encoder']}"
     since = {k: len(v) for k, v in (status.get("since_fit") or {}).items() if v}
     if since:
         line += "; since then " + ", ".join(f"{n} {k}" for k, n in since.items()) + " (imprinted; fit again)"
@@ -178,6 +181,9 @@ def fit_command(
     objective: Annotated[str, typer.Option(
         "--objective", help="balanced (mean of in-scope accuracy and abstain recall), accuracy, abstain, or accuracy@R "
         "(the best in-scope accuracy at abstain recall >= R, e.g. accuracy@0.65).")] = "balanced",
+    tune_encoder: Annotated[bool, typer.Option(
+        "--tune-encoder", help="Also tune the text encoder on the demonstrations (minutes on a CPU) and keep it "
+        "only if it routes the labelled queries better; needs FILE.")] = False,
     as_json: JsonOpt = False,
     registry: RegistryOpt = None,
     chroma_url: ChromaUrlOpt = None,
@@ -186,18 +192,29 @@ def fit_command(
     the unfitted router and the nearest-neighbour baseline on out-of-fold data."""
     from skillsoup.routing import Router, fit
     from skillsoup.routing.selection import min_abstain
+    from skillsoup.routing.tune import fit_tuned
 
     min_recall = min_abstain(objective)  # a typed error names the choices
+    tuned = None
     with open_registry(registry, chroma_url) as reg:
         reg.check_writable("store fitted router parameters")  # before fitting, not after
         r = Router(reg)
-        report = fit(r, file, objective=objective)
+        if tune_encoder:
+            with progress_bar("tuning the encoder") as bar:
+                step = (lambda done, total, loss: bar(done, total, f"loss {loss:.3f}")) if bar else None
+                tuned = fit_tuned(r, file, objective=objective, progress=step)
+            report = tuned.fit
+        else:
+            report = fit(r, file, objective=objective)
     p = report.params
     if as_json:
         typer.echo(json.dumps({"params": p.to_dict(), "routers": report.routers, "chosen": report.chosen,
                                "objective": report.objective, "n": report.n, "seconds": report.seconds,
-                               "settings_version": r.settings_version}))
+                               "settings_version": r.settings_version,
+                               **({"encoder": _tuning_dict(tuned)} if tuned else {})}))
         return
+    if tuned:
+        console.print(_tuning_table(tuned))
     source = f"{report.n} labelled queries" if report.n else "the demonstrations alone"
     table = Table(title=f"fitted on {source} in {report.seconds:.1f} s (embedding {report.embed_seconds:.1f} s); "
                         "out-of-fold")
@@ -212,6 +229,33 @@ def fit_command(
     console.print(f"policy {p.policy}, threshold {p.threshold:.3f}{extra}; stored as settings v{r.settings_version}")
     console.print("[dim]abstain recall: labelled nulls and queries of skills held out of the model, half each; "
                   "measure held-out queries with skillsoup eval routing FILE.jsonl[/]")
+
+
+def _tuning_dict(t) -> dict:
+    return {"kept": t.kept, "encoder": t.encoder, "reembedded": t.reembedded, "abstention_judged": t.abstention_judged,
+            "tuning": {k: getattr(t.tuning, k) for k in ("pairs", "steps", "seconds", "loss_first", "loss_last")},
+            "trials": [{"label": x.label, "encoder": x.encoder, "router": x.report.chosen, "judged": x.judged,
+                        **{k: x.chosen.get(k) for k in ("in_scope_accuracy", "abstain_recall_real", "abstain_recall_pseudo")}}
+                       for x in t.trials]}
+
+
+def _tuning_table(t) -> Table:
+    tu = t.tuning
+    table = Table(title=f"encoder tuned on {tu.pairs} demonstration pairs in {tu.steps} steps, {tu.seconds:.0f} s "
+                        f"(loss {tu.loss_first:.2f} -> {tu.loss_last:.2f}); out-of-fold")
+    for col in ("encoder", "router", "in-scope accuracy", "abstain recall (labelled nulls)",
+                "abstain recall (held-out skills)", "judged"):
+        table.add_column(col, justify="left" if col in ("encoder", "router") else "right")
+    for x in t.trials:
+        mark = " [bold green]kept[/]" if x.label == t.kept else ""
+        table.add_row(f"{x.label} ({escape(x.encoder)}){mark}", x.report.chosen, _fmt(x.chosen["in_scope_accuracy"]),
+                      _fmt(x.chosen.get("abstain_recall_real")), _fmt(x.chosen.get("abstain_recall_pseudo")), _fmt(x.judged))
+    table.caption = ("judged on the labelled queries alone (the tuned encoder has seen every skill's demonstrations)"
+                     if t.abstention_judged else "fewer than 20 labelled nulls: judged on in-scope accuracy, and the "
+                     "tuned encoder must keep the held-out skills' abstain recall")
+    if t.reembedded:
+        table.caption += f"; {t.reembedded} index rows re-embedded with {t.encoder}"
+    return table
 
 
 @eval_app.command("routing")

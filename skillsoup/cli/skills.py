@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from skillsoup.cli import app
@@ -22,31 +20,12 @@ from skillsoup.cli.common import (
     err_console,
     load_cli_model,
     open_registry,
+    progress_bar,
 )
 from skillsoup.cli.help import Typer
 
 skills_app = Typer(name="skills", help="List, show, export, remove and rebuild skills.", no_args_is_help=True)
 app.add_typer(skills_app, name="skills")
-
-
-@contextmanager
-def _progress(title: str):
-    """A rich progress bar on stderr (a terminal only: logs and pipes stay clean); yields the
-    registry's progress callback."""
-    if not err_console.is_terminal:
-        yield None
-        return
-    bar = Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TextColumn("{task.fields[skill]}"), console=err_console, transient=True,
-    )
-    with bar:
-        task = bar.add_task(title, total=None, skill="")
-
-        def update(done: int, total: int, name: str) -> None:
-            bar.update(task, completed=done, total=total, skill=name)
-
-        yield update
 
 
 def _results_table(results, title: str) -> Table:
@@ -73,7 +52,7 @@ def add(
 
     skills = load_skills(paths)
     m = load_cli_model(model)
-    with open_registry(registry, chroma_url, create=True) as reg, _progress("capturing") as progress:
+    with open_registry(registry, chroma_url, create=True) as reg, progress_bar("capturing") as progress:
         results = reg.add(skills, m, replace=replace, progress=progress)
     console.print(_results_table(results, f"{len(results)} skills in {reg.path}"))
     counts = {s: sum(r.status == s for r in results) for s in ("added", "replaced", "unchanged")}
@@ -214,7 +193,7 @@ def rebuild(
 ) -> None:
     """Recompute skill states for a model (after changing or retraining it)."""
     m = load_cli_model(model)
-    with open_registry(registry, chroma_url) as reg, _progress("rebuilding") as progress:
+    with open_registry(registry, chroma_url) as reg, progress_bar("rebuilding") as progress:
         results = reg.rebuild(m, names=names or None, progress=progress)
     console.print(_results_table(results, f"rebuilt {len(results)} states for model {m.fingerprint[:16]}"))
 

@@ -10,9 +10,11 @@ What it finds (each a :class:`Problem`):
     unreadable state       the bytes match but the file fails SkillState's checks
     no state for model     (given a model) a skill has no state for it
     unreadable recipe      a composite skill's recipe cannot be decoded
+    interrupted encoder switch
+                           the index was being re-embedded with another text encoder (registry/encoders.py)
     composite source removed / composite source changed
                            a source of a composite skill is gone, or differs from when it was composed
-Repairs delete leftovers, re-embed missing demonstration rows, and recompute bad or missing states for
+Repairs finish an encoder switch, delete leftovers, re-embed missing demonstration rows, and recompute bad or missing states for
 the given model (a composite's by re-mixing its sources); bad states of other models are forgotten
 (they are recomputed when next needed). Composite problems cannot be repaired here (``fixable`` is
 False): the stored mix keeps working, and ``skillsoup compose NAME --replace`` makes a new one.
@@ -26,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from skillsoup.errors import StateError
+from skillsoup.registry import encoders
 from skillsoup.registry.store import file_sha256, fp_key
 from skillsoup.states.state import SkillState
 
@@ -74,6 +77,15 @@ def run_doctor(reg: RegistryCore, model: StateModel | None, repair: bool) -> Doc
     rows = reg.index.get_skills()
     problems: list[Problem] = []
     fixes: list = []  # callables, run only when repairing
+
+    # an interrupted switch of the text encoder, and candidates of an interrupted tuning
+    target = encoders.pending(reg)
+    if target:
+        problems.append(Problem("interrupted encoder switch", target, f"index partly re-embedded from {reg.index.embedder_name}"))
+        fixes.append(lambda: encoders.switch(reg, target))  # first: later fixes embed with the new encoder
+    for folder in sorted((reg.path / encoders.ENCODERS).glob(".staging-*")):
+        problems.append(Problem("stray file", str(folder), "a candidate encoder of an interrupted tuning"))
+        fixes.append(lambda folder=folder: _remove(folder))
 
     # demonstration rows vs skill rows
     seen: dict[str, set[int]] = defaultdict(set)

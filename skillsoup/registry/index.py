@@ -9,7 +9,8 @@ Collections (cosine space):
                     row adds ``recipe`` (JSON) and its state_hash is the recipe's (registry/composite.py).
     demonstrations  one row per demonstration. id = ``{name}:{content_hash[:12]}:{i}``; embedding of its
                     input; document = the input; metadata: skill, content_hash, index.
-The router adds a ``skill_states`` collection through :meth:`collection`.
+The router adds a ``skill_states`` collection through :meth:`collection`. Every collection records
+the text encoder of the index (``embedder``); registry/encoders.py switches it.
 """
 
 from __future__ import annotations
@@ -128,6 +129,11 @@ class SkillIndex:
         except Exception as exc:
             raise RegistryError(f"cannot open the Chroma index in {path}: {exc}; run skillsoup doctor") from None
 
+    def use_embedder(self, name: str) -> None:
+        """The index now holds vectors of encoder ``name`` (registry/encoders.py): read collections afresh."""
+        self.embedder_name, self._cols = name, {}
+        self.recent.bump()
+
     def existing(self) -> bool:
         """Whether the collections exist (a fresh registry has none until the first write)."""
         try:
@@ -232,14 +238,9 @@ class SkillIndex:
             batch = rows[start : start + _PAGE]
             metas = []
             for (skill, _, states, drop), overrides in zip(batch, extra[start : start + _PAGE]):
-                meta: dict = {
-                    "content_hash": skill.content_hash,
-                    "state_hash": skill.state_hash,
-                    "n_demos": len(skill.demonstrations),
-                    "embedder": self.embedder_name,
-                    "recipe": None,
-                    **overrides,
-                }
+                meta: dict = {"content_hash": skill.content_hash, "state_hash": skill.state_hash,
+                              "n_demos": len(skill.demonstrations), "embedder": self.embedder_name, "recipe": None,
+                              **overrides}
                 for fp16 in drop:
                     meta[f"fp_{fp16}"] = None
                     meta[f"sha_{fp16}"] = None
@@ -247,12 +248,8 @@ class SkillIndex:
                     meta[f"fp_{fp16}"] = fingerprint
                     meta[f"sha_{fp16}"] = sha
                 metas.append(meta)
-            self.skills.upsert(
-                ids=[r[0].name for r in batch],
-                embeddings=_vectors(np.stack([r[1] for r in batch])),
-                documents=[skill_document(r[0]) for r in batch],
-                metadatas=metas,
-            )
+            self.skills.upsert(ids=[r[0].name for r in batch], embeddings=_vectors(np.stack([r[1] for r in batch])),
+                               documents=[skill_document(r[0]) for r in batch], metadatas=metas)
 
     @writes_skill_rows
     def set_state(self, name: str, fingerprint: str, sha: str | None) -> None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from skillsoup.errors import RegistryError, RegistryReadOnlyError
+from skillsoup.registry.encoders import is_tuned, tuned_embedder
 from skillsoup.registry.index import SkillIndex
 from skillsoup.registry.lock import RegistryLock, shared_lock
 
@@ -72,7 +73,7 @@ def open_index(path: Path, chroma_url: str | None, embedder, lock_timeout: float
         recorded = SkillIndex(client, "").recorded_embedder()
         if embedder is None or isinstance(embedder, (str, os.PathLike)):
             name = str(embedder) if embedder is not None else (recorded or config.default_embedder())
-            embedder = get_embedder(name)
+            embedder = tuned_embedder(path, name) if is_tuned(name) else get_embedder(name)
         if recorded and recorded != embedder.name:
             raise RegistryError(
                 f"registry {path} was indexed with embedder {recorded!r}, not {embedder.name!r}; "

@@ -25,7 +25,7 @@ from skillsoup.routing import policies as rf
 from skillsoup.routing import selection as sel
 from skillsoup.routing.classifier import SkillClassifier, gaussian_classifier
 from skillsoup.routing.crossval import Examples, out_of_fold
-from skillsoup.routing.index_data import index_matrices
+from skillsoup.routing.index_data import encoded_matrices, index_matrices
 from skillsoup.routing.metrics import as_labelled
 from skillsoup.routing.router import LabelledDataError, Router, RouterParams, baseline_params
 
@@ -73,8 +73,9 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0, iters: int = 50,
 
 
 # ---- fit ----------------------------------------------------------------------------------------
-def _examples(registry, queries: np.ndarray, labels: list) -> Examples:
-    demo_names, demo_vecs, row_names, row_vecs = index_matrices(registry)
+def _examples(registry, queries: np.ndarray, labels: list, encoder=None) -> Examples:
+    demo_names, demo_vecs, row_names, row_vecs = index_matrices(registry) if encoder is None else \
+        encoded_matrices(registry, encoder)
     names = tuple(sorted(row_names))
     col = {n: i for i, n in enumerate(names)}
     rows = row_vecs[np.argsort(row_names.astype(str), kind="stable")]
@@ -111,11 +112,14 @@ def _candidate(groups, it: sel.Items, objective: str) -> tuple[dict, list]:
             "per_skill_tried": info["tried"]}, decisions
 
 
-def fit(router: Router, labelled=None, save: bool = True, objective: str = "balanced", seed: int = 0) -> FitReport:
+def fit(router: Router, labelled=None, save: bool = True, objective: str = "balanced", seed: int = 0,
+        encoder=None) -> FitReport:
     """Fit the router on labelled queries (a JSONL path or LabelledQuery values; None: the
     demonstrations alone) and keep the best of the skill classifier, the unfitted router and the
     nearest-neighbour baseline on out-of-fold data under ``objective`` (selection.OBJECTIVES). The
-    router takes the chosen parameters; with ``save`` the registry stores them.
+    router takes the chosen parameters; with ``save`` the registry stores them. ``encoder``: an
+    embedder to try instead of the registry's (queries, demonstrations and skill rows are embedded
+    with it in memory; routing/tune.py), never saved.
 
     BLAS runs on one thread here: the matrices are a few hundred wide, and on a shared 2-core CPU
     (load 10) multi-threaded OpenBLAS spun: the out-of-fold step of a 150-skill fit took 35-50 s
@@ -123,10 +127,10 @@ def fit(router: Router, labelled=None, save: bool = True, objective: str = "bala
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=1, user_api="blas"):
-        return _fit(router, labelled, save, objective, seed)
+        return _fit(router, labelled, save and encoder is None, objective, seed, encoder)
 
 
-def _fit(router: Router, labelled, save: bool, objective: str, seed: int) -> FitReport:
+def _fit(router: Router, labelled, save: bool, objective: str, seed: int, encoder=None) -> FitReport:
     t0 = time.perf_counter()
     registry, p = router.registry, router.params
     items = as_labelled(labelled, registry.names()) if labelled is not None else []
@@ -136,9 +140,10 @@ def _fit(router: Router, labelled, save: bool, objective: str, seed: int) -> Fit
         raise LabelledDataError("every labelled query says null; fitting needs queries labelled with a skill")
     w_in = sel.objective_weight(objective, n_in, len(labels) - n_in)  # checks the objective first
     t_embed = time.perf_counter()
-    queries = router.embed([it.query for it in items]) if items else np.zeros((0, 1), np.float32)
+    embed = router.embed if encoder is None else encoder.embed
+    queries = embed([it.query for it in items]) if items else np.zeros((0, 1), np.float32)
     embed_seconds = time.perf_counter() - t_embed
-    ex = _examples(registry, queries, labels)
+    ex = _examples(registry, queries, labels, encoder)
     groups = out_of_fold(ex, p.n_demos, p.n_skill_rows, SHRINK, seed)
     it = sel.items(groups, w_in)
 
@@ -154,10 +159,13 @@ def _fit(router: Router, labelled, save: bool, objective: str, seed: int) -> Fit
         "baseline": b_decisions,
         "classifier": cand_decisions,
     }
-    routers = {name: dict(sel.metrics(it, d), objective=sel.value(it, d, objective)) for name, d in decisions.items()}
+    routers = {name: dict(sel.metrics(it, d), objective=sel.value(it, d, objective),
+                          objective_labelled=sel.labelled_value(it, d, objective, w_in))
+               for name, d in decisions.items()}
     chosen = max(CHOICES, key=lambda k: (round(routers[k]["objective"], 9), -CHOICES.index(k)))
 
     fitted = {"n": len(items), "n_in_scope": n_in, "n_null": len(labels) - n_in, "skills": len(ex.names),
+              "encoder": (encoder or registry.embedder).name,
               "at": time.strftime("%Y-%m-%dT%H:%M:%S"), "objective": objective, "chosen": chosen,
               "routers": routers, "baseline": {"policy": "max", "threshold": b_threshold}}
     if chosen == "classifier":

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from skillsoup.errors import RegistryError
-from skillsoup.registry.index import DEMOS, SKILLS
+from skillsoup.registry.index import DEMOS, SKILLS, skill_text
 
 _PAGE = 1000
 
@@ -47,6 +47,19 @@ def index_matrices(registry) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nda
     dim = len(skill_vecs[0]) if skill_vecs else 0
     demos = np.stack(demo_vecs) if demo_vecs else np.zeros((0, dim), np.float32)
     return np.array(demo_names, dtype=object), demos, np.array(skill_names, dtype=object), np.stack(skill_vecs)
+
+
+def encoded_matrices(registry, encoder) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`index_matrices` with another encoder: the same rows (committed skills' demonstrations
+    and skill rows, from the same texts the registry embeds), embedded in memory."""
+    rows = registry.index.get_skills()
+    if not rows:
+        raise RegistryError(f"registry {registry.path} has no skills; add some before fitting the router")
+    names = sorted(rows)
+    demo_names = [n for n in names for _ in rows[n].skill.demonstrations]
+    texts = [skill_text(rows[n].skill) for n in names] + [d.input for n in names for d in rows[n].skill.demonstrations]
+    vectors = np.asarray(encoder.embed(texts), np.float32)
+    return np.array(demo_names, dtype=object), vectors[len(names):], np.array(names, dtype=object), vectors[:len(names)]
 
 
 def demo_vectors(registry, names: Sequence[str]) -> dict[str, np.ndarray]:

@@ -246,7 +246,8 @@ class Router:
         added / changed / removed since (for ``route --json`` and ``skills list``)."""
         f = self.params.fitted or {}
         out = {"fitted": bool(f), "policy": self.params.policy, "at": f.get("at"), "n": f.get("n"),
-               "chosen": f.get("chosen"), "objective": f.get("objective"), "settings_version": self.settings_version}
+               "chosen": f.get("chosen"), "objective": f.get("objective"), "settings_version": self.settings_version,
+               "encoder": self.registry.embedder.name}
         if self.params.policy == CLASSIFIER:
             self.classifier()
             out["since_fit"] = self._classifier[2]

@@ -109,6 +109,17 @@ def best_weighting(objective: str, it: Items, decide) -> tuple[float, list]:
     return max(tried, key=lambda wd: value(it, wd[1], objective))
 
 
+def labelled_value(it: Items, decisions: list, objective: str, w_in: float) -> float | None:
+    """The objective on the labelled queries alone (in-scope ones and labelled nulls, not the
+    queries of skills held out of the model): None without labelled nulls. A tuned encoder was
+    trained on every skill's demonstrations, so for it held-out skills are not unseen requests."""
+    keep = it.kinds != "pseudo"
+    if not (it.kinds[keep] == "real").any():
+        return None
+    sub = Items([lab for lab, k in zip(it.labels, keep) if k], it.kinds[keep], it.weights[keep], it.in_scope[keep])
+    return value(reweighted(sub, w_in), [d for d, k in zip(decisions, keep) if k], objective)
+
+
 def metrics(it: Items, decisions: list) -> dict:
     right = np.array([d == lab for d, lab in zip(decisions, it.labels)])
     out = {"in_scope_accuracy": float(right[it.in_scope].mean()) if it.in_scope.any() else None}
