@@ -243,8 +243,8 @@ def _tuning_table(t) -> Table:
     tu = t.tuning
     table = Table(title=f"encoder tuned on {tu.pairs} demonstration pairs in {tu.steps} steps, {tu.seconds:.0f} s "
                         f"(loss {tu.loss_first:.2f} -> {tu.loss_last:.2f}); out-of-fold")
-    for col in ("encoder", "router", "in-scope accuracy", "abstain recall (labelled nulls)",
-                "abstain recall (held-out skills)", "judged"):
+    for col in ("encoder", "router", "in-scope accuracy", "abstain: labelled nulls", "abstain: held-out skills",
+                "judged"):
         table.add_column(col, justify="left" if col in ("encoder", "router") else "right")
     for x in t.trials:
         mark = " [bold green]kept[/]" if x.label == t.kept else ""

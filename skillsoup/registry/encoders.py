@@ -6,7 +6,7 @@ what. The index records it as ``tuned:VERSION``, a name relative to the registry
 or copied registry keeps working. Only the tuned encoder the index uses is kept.
 
 Switching the index to another encoder re-embeds every skill row and demonstration row. Order, so
-that a kill at any point leaves a registry that opens and that ``doctor --fix`` completes:
+that a kill at any point leaves a registry that opens and that ``skillsoup doctor`` completes:
     1. the encoder folder is complete (written under a staging name, then renamed)
     2. the skill collection records ``embedder_next`` (an interrupted switch is visible)
     3. every row gets its new vector (documents and metadata are untouched)

@@ -182,7 +182,8 @@ def evaluate(router: Router, labelled, baseline: bool = True, latency_sample: in
         metrics["policy"] = "nn-threshold" if key == "baseline" else r.params.policy
         metrics["threshold"] = r.params.threshold
         out[key] = metrics
-    result = dict(out["router"], router=kind, fitted=bool(router.params.fitted), settings_version=router.settings_version)
+    result = dict(out["router"], router=kind, fitted=bool(router.params.fitted), settings_version=router.settings_version,
+                  encoder=router.registry.embedder.name)
     if baseline:
         result["baseline"] = out["baseline"]
     return result
