@@ -19,7 +19,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#define SSC_ABI_VERSION 3
+#define SSC_ABI_VERSION 4
 #define W 16 /* channels per block: 64 bytes, one cache line of each token's row */
 #define MAX_THREADS 64
 

@@ -6,7 +6,8 @@
  * selective_state_update / ssd_state_update. ssc_mamba1_step / ssc_mamba2_step fuse everything a
  * Mamba / Mamba-2 mixer does between its in_proj and its out_proj (conv window update, conv, silu,
  * x_proj and dt_proj for Mamba-1, the state update, D, the gate or the gated RMSNorm for Mamba-2)
- * into one call, as mamba1.step / mamba2.step do with separate PyTorch ops. */
+ * into one call, as mamba1.step / mamba2.step do with separate PyTorch ops. ssc_add_rms_norm is the
+ * glue between two layers (the residual add and the next pre-norm), step_ops.add_rms_norm's twin. */
 #include <math.h>
 
 #include "common.h"
@@ -185,5 +186,20 @@ void ssc_mamba2_step(int64_t b, int64_t h, int64_t p, int64_t g, int64_t n, int6
             const float scale = 1.0f / sqrtf(ms + eps);
             for (int64_t j = g0; j < g0 + group; j++) yr[j] = norm_w[j] * (yr[j] * scale);
         }
+    }
+}
+
+/* The residual add of a layer's output and the next RMSNorm (transformers' MambaRMSNorm, float32):
+ * residual [b, c] += out [b, c] (when out is given), in place; normed [b, c] = weight * (residual *
+ * 1 / sqrt(mean(residual^2) + eps)), in the reference's order of operations. Rows are contiguous. */
+void ssc_add_rms_norm(int64_t b, int64_t c, float *residual, const float *out, const float *weight, float eps,
+                      float *normed) {
+    for (int64_t row = 0; row < b; row++) {
+        float *x = residual + row * c, *o = normed + row * c;
+        if (out)
+            for (int64_t j = 0; j < c; j += VL) storev(x + j, loadv(x + j, c - j) + loadv(out + row * c + j, c - j), c - j);
+        const vf scale = splat(1.0f / sqrtf(dot(x, x, c) / (float)c + eps));
+        for (int64_t j = 0; j < c; j += VL)
+            storev(o + j, loadv(weight + j, c - j) * (loadv(x + j, c - j) * scale), c - j);
     }
 }
