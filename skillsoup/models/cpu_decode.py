@@ -9,10 +9,10 @@ the bundled demo model that glue was about nine tenths of a step. Here each laye
     ->  ssc_mamba1_step / ssc_mamba2_step (conv window, conv, SSM update, gate)  ->  out_proj (torch.mm)
 
 on buffers allocated once per thread and batch size. What depends only on the weights (pointers,
--exp(A_log), transposed views) is gathered once into a :class:`DecodePlan`; :meth:`DecodePlan.current`
-checks before every token that no weight was replaced, re-pointed (``.data =``, ``.to()``) or, for
-A_log whose derived rates are cached, changed in place. The matmuls stay PyTorch's (MKL): a decode
-step of a 130m model is mostly their memory traffic.
+-exp(A_log), dt_proj's weight transposed) is gathered once into a :class:`DecodePlan`;
+:meth:`DecodePlan.current` checks before every token that no weight was replaced, re-pointed
+(``.data =``, ``.to()``) or, for A_log and dt_proj whose derived values are cached, changed in
+place. The matmuls stay PyTorch's (MKL): a decode step of a 130m model is mostly their memory traffic.
 
 Twin: ``StackBackend.step_ref`` (the module-by-module step on the same ops); tests/models/
 test_cpu_decode.py compares them. A model the plan does not cover (weights that are not float32,
@@ -49,7 +49,7 @@ class DecodePlan:
         self.hidden = self.embed.shape[1]
         watched = [(backbone.embeddings._parameters, "weight"), (hf.lm_head._parameters, "weight"),
                    (hf.lm_head._parameters, "bias"), (backbone.norm_f._parameters, "weight")]
-        self.layers, self._a_logs = [], []
+        self.layers, self._derived_from = [], []  # weights with values derived from them (versions checked)
         for layer in backbone.layers:
             mixer = layer.mixer
             watched += [(layer.norm._parameters, "weight")]
@@ -59,7 +59,6 @@ class DecodePlan:
             watched += [(m._parameters, name) for m in (getattr(mixer, "x_proj", None), getattr(mixer, "dt_proj", None),
                                                         getattr(mixer, "norm", None)) if m is not None
                         for name in ("weight", "bias")]
-            self._a_logs.append(mixer.A_log)
             self.layers.append(self._layer(layer, why_not))
         self._watched = [(owner, name, owner.get(name)) for owner, name in watched]
         self._tensors = [t for _, _, t in self._watched if t is not None]
@@ -69,7 +68,7 @@ class DecodePlan:
                                f"{'' if t.is_contiguous() else ', not contiguous'} (the kernels read float32 CPU)")
                 break
         self._ptrs = tuple(t.data_ptr() for t in self._tensors)
-        self._versions = tuple(a._version for a in self._a_logs)
+        self._versions = tuple(w._version for w in self._derived_from)
         self._local = threading.local()
 
     @classmethod
@@ -87,13 +86,15 @@ class DecodePlan:
 
     def _layer(self, layer, why_not: list[str]) -> tuple:
         """(norm weight, eps, in_proj weight^T, bias, the mixer's kernel call, out_proj weight^T, bias,
-        the decay rates it reads): what one layer's step needs, in the order :meth:`run` reads it."""
+        the values derived from weights that the call reads): what one layer's step needs, in the
+        order :meth:`run` reads it."""
         mixer = layer.mixer
         if getattr(mixer, "activation", None) not in ("silu", "swish"):
             why_not.append(f"activation {getattr(mixer, 'activation', None)!r} (the kernels apply silu)")
         if getattr(mixer, "b_layernorm", None) is not None:
             why_not.append("RMS norms on dt, B and C (FalconMamba, Jamba), which the kernels do not apply")
-        A = (-torch.exp(mixer.A_log.detach().float())).contiguous()  # kept alive by the tuple below
+        A = (-torch.exp(mixer.A_log.detach().float())).contiguous()
+        self._derived_from.append(mixer.A_log)
         conv_w, conv_b = mixer.conv1d.weight, mixer.conv1d.bias
         lib, k = self.lib, mixer.conv_kernel_size
         if self.mixer_kind == "mamba1":
@@ -101,7 +102,10 @@ class DecodePlan:
             self.shapes = ((d, k), (d, n))  # per-row conv and SSM state the kernel reads
             if mixer.dt_proj.bias is None:
                 why_not.append("dt_proj has no bias")
-            weights = (conv_w.data_ptr(), _ptr(conv_b), mixer.x_proj.weight.data_ptr(), mixer.dt_proj.weight.data_ptr(),
+            dt_wt = mixer.dt_proj.weight.detach().t().contiguous()  # [r, d]: what the kernel reads
+            self._derived_from.append(mixer.dt_proj.weight)
+            derived = (A, dt_wt)  # kept alive by the layer's tuple
+            weights = (conv_w.data_ptr(), _ptr(conv_b), mixer.x_proj.weight.data_ptr(), dt_wt.data_ptr(),
                        _ptr(mixer.dt_proj.bias), A.data_ptr(), _ptr(mixer.D))
             width = 2 * d
             kernel = lib.ssc_mamba1_step
@@ -114,6 +118,7 @@ class DecodePlan:
             width = d + mixer.conv_dim + h
             self.shapes = ((mixer.conv_dim, k), (h, p, n))
             lo, hi = (float(v) for v in mixer.time_step_limit)
+            derived = (A,)
             norm = mixer.norm
             head = (conv_w.data_ptr(), _ptr(conv_b), A.data_ptr(), _ptr(mixer.D), _ptr(mixer.dt_bias), lo, hi)
             tail = (norm.weight.data_ptr(), norm.group_size, float(norm.variance_epsilon))
@@ -125,13 +130,13 @@ class DecodePlan:
             why_not.append(f"in_proj gives {mixer.in_proj.weight.shape[0]} values per token, the kernel reads {width}")
         self.width, self.inner = width, d
         return (layer.norm.weight.data_ptr(), float(layer.norm.variance_epsilon), mixer.in_proj.weight.t(),
-                mixer.in_proj.bias, call, mixer.out_proj.weight.t(), mixer.out_proj.bias, A)
+                mixer.in_proj.bias, call, mixer.out_proj.weight.t(), mixer.out_proj.bias, derived)
 
     def current(self) -> bool:
         """Whether the weights are still the ones the plan points at (checked before every token)."""
         return (all(owner.get(name) is t for owner, name, t in self._watched)
                 and tuple(t.data_ptr() for t in self._tensors) == self._ptrs
-                and tuple(a._version for a in self._a_logs) == self._versions)
+                and tuple(w._version for w in self._derived_from) == self._versions)
 
     def _buffers(self, b: int) -> tuple:
         sets = getattr(self._local, "sets", None)

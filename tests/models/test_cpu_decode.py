@@ -174,3 +174,21 @@ def test_threads_stepping_one_model_keep_their_own_buffers():
         w.join()
     for (logits, fixed), (want_logits, want_fixed) in zip(got, want):
         assert torch.equal(logits, want_logits) and torch.equal(fixed, want_fixed)
+
+
+def test_mixer_step_follows_dt_proj_changes():
+    """cpu_steps.mamba1_step caches dt_proj's weight transposed: an in-place change must reach it."""
+    from skillsoup.models import cpu_steps
+
+    model = _model("mamba")
+    mixer = model.hf.backbone.layers[0].mixer
+    g = torch.Generator().manual_seed(3)
+    hidden, conv = torch.randn(2, 40, generator=g), torch.randn(2, mixer.intermediate_size, 4, generator=g)
+    ssm = torch.randn(2, mixer.intermediate_size, 6, generator=g)
+    with torch.no_grad():
+        for _ in range(2):
+            out, _, s = cpu_steps.mamba1_step(mixer, hidden, conv, ssm)
+            out_ref, _, s_ref = cpu_steps.mamba1_step_ref(mixer, hidden, conv, ssm)
+            assert_close("out", out, out_ref, RATIO)
+            assert_close("ssm", s, s_ref, RATIO)
+            mixer.dt_proj.weight.mul_(-3.0)
