@@ -22,6 +22,7 @@ and takes that path.
 
 from __future__ import annotations
 
+import math
 import threading
 
 import torch
@@ -70,6 +71,7 @@ class DecodePlan:
         self._ptrs = tuple(t.data_ptr() for t in self._tensors)
         self._versions = tuple(w._version for w in self._derived_from)
         self._local = threading.local()
+        self._layout = None  # the last state layout that fits
 
     @classmethod
     def build(cls, backend) -> tuple[DecodePlan | None, str]:
@@ -138,7 +140,20 @@ class DecodePlan:
                 and tuple(t.data_ptr() for t in self._tensors) == self._ptrs
                 and tuple(w._version for w in self._derived_from) == self._versions)
 
+    def fits(self, layout) -> bool:
+        """Whether states of ``layout`` are what the kernels read: a conv window and an SSM state
+        per layer of the shapes of this model's mixers (remembered by identity: layouts are shared)."""
+        if layout is self._layout:
+            return True
+        ok = (layout.n_recurrent == len(self.layers) == layout.num_layers
+              and (layout.conv_shape, layout.recurrent_shape) == self.shapes)
+        if ok:
+            self._layout = layout
+        return ok
+
     def _buffers(self, b: int) -> tuple:
+        """This thread's buffers for b rows, with their pointers, and the byte offsets of the state:
+        one layer's conv windows, one layer's SSM states, where the SSM section starts."""
         sets = getattr(self._local, "sets", None)
         if sets is None:
             sets = self._local.sets = {}
@@ -147,20 +162,22 @@ class DecodePlan:
             if len(sets) >= MAX_BATCH_SIZES:
                 sets.pop(next(iter(sets)))
             empty = lambda *shape: torch.empty(*shape, dtype=torch.float32)  # noqa: E731
-            residual, normed, proj, y, out = (empty(b, self.hidden), empty(b, self.hidden), empty(b, self.width),
-                                              empty(b, self.inner), empty(b, self.hidden))
-            bufs = sets[b] = (residual, normed, proj, y, out, *(t.data_ptr() for t in (residual, normed, proj, y, out)))
+            tensors = (empty(b, self.hidden), empty(b, self.hidden), empty(b, self.width), empty(b, self.inner),
+                       empty(b, self.hidden))  # residual, normed, proj, y, out
+            conv, ssm = (math.prod(shape) for shape in self.shapes)
+            offsets = (_F32 * b * conv, _F32 * b * ssm, _F32 * b * conv * len(self.layers))
+            bufs = sets[b] = (*tensors, *(t.data_ptr() for t in tensors), *offsets)
         return bufs
 
-    def run(self, ids: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, layout) -> torch.Tensor:
-        """ids [b] (int64), the flat float32 state ``src`` -> logits [b, vocab]; the new state is
-        written into ``dst`` (which may be ``src``: each element is read before it is written)."""
+    def run(self, ids: torch.Tensor, src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
+        """ids [b] (int64), the flat float32 state ``src`` (a layout that :meth:`fits`) -> logits
+        [b, vocab]; the new state is written into ``dst`` (which may be ``src``: each element is
+        read before it is written)."""
         b = ids.shape[0]
-        residual, normed, proj, y, out, res_p, normed_p, proj_p, y_p, out_p = self._buffers(b)
+        residual, normed, proj, y, out, res_p, normed_p, proj_p, y_p, out_p, conv_step, ssm_step, ssm_start = \
+            self._buffers(b)
         norm = self.lib.ssc_add_rms_norm
         torch.index_select(self.embed, 0, ids, out=residual)
-        conv_step, ssm_step = _F32 * b * layout.kind_numel("conv"), _F32 * b * layout.kind_numel("recurrent")
-        ssm_start = _F32 * layout.section("recurrent", b)[0]
         conv_in, conv_out = src.data_ptr(), dst.data_ptr()
         s_in, s_out = conv_in + ssm_start, conv_out + ssm_start
         add, hidden = 0, self.hidden

@@ -59,7 +59,7 @@ class StackBackend:
         if plan is None:
             return self.step_ref(ids, start)
         fixed = torch.empty_like(start.fixed)
-        logits = plan.run(ids, start.fixed, fixed, start.layout)
+        logits = plan.run(ids, start.fixed, fixed)
         return logits, SkillState.from_flat(start.layout, fixed, [n + 1 for n in start.n_tokens], start.fingerprint,
                                             start.arch)
 
@@ -75,7 +75,7 @@ class StackBackend:
         :meth:`step` allocates and copies again on every token. Same numbers as :meth:`step`."""
         plan = self._decode_plan(state)
         if plan is not None:
-            logits = plan.run(ids, state.fixed, state.fixed, state.layout)
+            logits = plan.run(ids, state.fixed, state.fixed)
             return logits, state.rebind(state.fixed, None, [n + 1 for n in state.n_tokens], state.meta)
         hidden, state = self._blocks(self.mixer.step, self.backbone.embeddings(ids), state, 1, {"inplace": True},
                                      into=True)
@@ -96,8 +96,7 @@ class StackBackend:
             if plan is None:
                 log.info("decode step module by module: %s", why)
             self._plan = (self.ops, plan)
-        self._check(state)
-        if plan is None or (state.layout.conv_shape, state.layout.recurrent_shape) != plan.shapes:
+        if plan is None or not plan.fits(state.layout):
             return None
         return plan
 

@@ -50,9 +50,9 @@ def _model(arch: str, residual_in_fp32: bool = True, seed: int = 0, **overrides)
     from skillsoup.models.loading import model_fingerprint
 
     torch.manual_seed(seed)
-    extra = {} if arch == "mamba" else {"num_heads": 10, "n_groups": 2}
-    cfg = tiny_config(arch, hidden_size=40, state_size=6, num_hidden_layers=3, residual_in_fp32=residual_in_fp32,
-                      **extra, **overrides)
+    options = dict(hidden_size=40, state_size=6, num_hidden_layers=3, residual_in_fp32=residual_in_fp32,
+                   **({} if arch == "mamba" else {"num_heads": 10, "n_groups": 2}))
+    cfg = tiny_config(arch, **{**options, **overrides})
     hf = (MambaForCausalLM if arch == "mamba" else Mamba2ForCausalLM)(cfg).eval()
     with torch.no_grad():  # varied dt, so decay matters
         for layer in hf.backbone.layers:
@@ -192,3 +192,15 @@ def test_mixer_step_follows_dt_proj_changes():
             assert_close("out", out, out_ref, RATIO)
             assert_close("ssm", s, s_ref, RATIO)
             mixer.dt_proj.weight.mul_(-3.0)
+
+
+def test_a_state_of_another_shape_is_refused_not_read():
+    """The kernels read raw pointers: a state whose layout does not fit never reaches them."""
+    from skillsoup.errors import GenerationError
+
+    model, other = _model("mamba"), _model("mamba", num_hidden_layers=2)
+    state = other.capture([3, 4, 5])
+    with torch.no_grad(), pytest.raises(GenerationError, match="layers"):
+        model.backend.step_(torch.tensor([3]), state)
+    wider = _model("mamba", state_size=8).capture([3, 4, 5])  # same layer count, other SSM shape
+    assert not model.backend._plan[1].fits(wider.layout)
