@@ -84,7 +84,8 @@ def main(argv=None) -> list[tuple]:
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     load_avg = os.getloadavg()[0]
-    rows = [r for arch in args.archs.split(",") for r in measure(arch.strip(), [int(b) for b in args.batches.split(",")], args)]
+    batches = [int(b) for b in args.batches.split(",")]
+    rows = [r for arch in args.archs.split(",") for r in measure(arch.strip(), batches, args)]
     print(f"\nbatched decode step, {args.layers} layers, hidden {args.hidden} (demo: the bundled model), fp32, "
           f"1 torch thread; load average {load_avg:.2f} at the start, {os.getloadavg()[0]:.2f} at the end; best of "
           f"{args.repeat}")
@@ -95,7 +96,8 @@ def main(argv=None) -> list[tuple]:
         print(f"| {arch} | {b} | {mib:.2f} MiB | {before:.2f} ms | {new:.2f} ms | {inplace:.2f} ms | "
               f"{before / inplace:.2f}x | {new / inplace:.2f}x | {b / inplace * 1e3:.0f} |")
     if load_avg > 0.5 * (os.cpu_count() or 1):
-        print(f"note: load average {load_avg:.1f}: other jobs share the cores; re-run on a quiet machine before quoting")
+        print(f"note: load average {load_avg:.1f}: other jobs share the cores; re-run on a quiet machine before "
+              "quoting")
     return rows
 
 

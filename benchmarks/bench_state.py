@@ -216,7 +216,8 @@ def main(argv=None) -> list[Row]:
     parser.add_argument("--hidden", type=int, default=768)
     parser.add_argument("--vocab", type=int, default=0, help="0: the checkpoint's (50280 / 50288)")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each measurement (the best counts)")
-    parser.add_argument("--rows", default="aAbcd", help="rows to measure: a, A (a'), b, c, d, D (d'; not by default) (e.g. --rows dD)")
+    parser.add_argument("--rows", default="aAbcd",
+                        help="rows to measure: a, A (a'), b, c, d, D (d'; not by default) (e.g. --rows dD)")
     parser.add_argument("--max-load", type=float, default=0.5, help="refuse above this 1-minute load average")
     parser.add_argument("--force", action="store_true", help="run on a busy machine; the table says so")
     parser.add_argument("--clock", choices=["wall", "process"], default="wall",

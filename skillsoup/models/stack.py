@@ -28,7 +28,8 @@ class StackBackend:
         self.mixer = _MIXERS[mixer]
         self.ops = ops_namespace
         self._rates: dict[int, tuple[torch.Tensor, int, torch.Tensor]] = {}
-        self._plan = (None, None)  # (the ops namespace it was built for, its decode plan or None)
+        # (the ops namespace it was built for, its decode plan or None, where the embeddings were then)
+        self._plan = (None, None, None)
         pads = getattr(self.mixer, "pads_exactly", lambda mixer: True)
         self.pads_exactly = all(pads(layer.mixer) for layer in self.backbone.layers)  # padded reads are exact
 
@@ -84,18 +85,19 @@ class StackBackend:
     def _decode_plan(self, state: SkillState):
         """The ops' decode plan (``ops.decode_plan``, the C kernels) when it covers this model and
         ``state`` (float32, contiguous, on the CPU, no autograd), else None. Built once per ops
-        namespace, again when a weight changed under it."""
+        namespace, again when a weight changed under it (without a plan: when the model was converted)."""
         build = getattr(self.ops, "decode_plan", None)
         fixed = state.fixed
         if (build is None or torch.is_grad_enabled() or fixed.dtype != torch.float32 or fixed.device.type != "cpu"
                 or not fixed.is_contiguous()):
             return None
-        ops_now, plan = self._plan
-        if ops_now is not self.ops or (plan is not None and not plan.current()):
+        ops_now, plan, weights_at = self._plan
+        embed = self.backbone.embeddings.weight.data_ptr()  # moves when the model is converted (.to())
+        if ops_now is not self.ops or (not plan.current() if plan is not None else weights_at != embed):
             plan, why = build(self)
             if plan is None:
                 log.info("decode step module by module: %s", why)
-            self._plan = (self.ops, plan)
+            self._plan = (self.ops, plan, embed)
         if plan is None or not plan.fits(state.layout):
             return None
         return plan

@@ -127,11 +127,10 @@ def test_plan_steps_aside_where_it_does_not_apply(arch):
     with torch.no_grad():
         model.hf.to(torch.bfloat16)  # weights the kernels cannot read: the module path, still right
         logits, after = model.step([3, 4], state)
-    assert model.backend._plan == (model.backend.ops, None)
+    assert model.backend._plan[:2] == (model.backend.ops, None)
     assert logits.dtype == torch.float32 and after.n_tokens == [n + 1 for n in state.n_tokens]
     with torch.no_grad():
-        model.hf.to(torch.float32)
-        model.backend._plan = (None, None)  # a model converted back gets its plan again
+        model.hf.to(torch.float32)  # converted back: the plan again
         _assert_same_step(*_step_both(model, state, [3, 4]))
     assert model.backend._plan[1] is not None
     with torch.no_grad():
@@ -139,15 +138,15 @@ def test_plan_steps_aside_where_it_does_not_apply(arch):
         norms = ("dt_layernorm", "b_layernorm", "c_layernorm")  # FalconMamba's on dt, B, C: not the kernels'
         for name in norms:
             setattr(mixer, name, torch.nn.Identity())
-        model.backend._plan = (None, None)
+        model.backend._plan = (None, None, None)
         model.step([3, 4], state)
         assert model.backend._plan[1] is None
         for name in norms:
             delattr(mixer, name)
-    model.backend._plan = (None, None)
+    model.backend._plan = (None, None, None)
     with torch.enable_grad():  # autograd on: the module path, which records the graph
         logits, _ = model.backend.step(torch.tensor([3, 4]), state)
-    assert logits.requires_grad and model.backend._plan == (None, None)
+    assert logits.requires_grad and model.backend._plan == (None, None, None)
 
 
 def test_threads_stepping_one_model_keep_their_own_buffers():

@@ -133,7 +133,8 @@ void ssc_mamba1_step(int64_t b, int64_t d, int64_t n, int64_t r, int64_t k,
             for (int64_t t = 0; t < rows; t++) {
                 const vf s = splat(dbc[t][j]);
                 const float *w = dtproj_wt + j * d;
-                for (int64_t c = 0; c < d; c += VL) storev(dt[t] + c, loadv(dt[t] + c, d - c) + s * loadv(w + c, d - c), d - c);
+                for (int64_t c = 0; c < d; c += VL)
+                    storev(dt[t] + c, loadv(dt[t] + c, d - c) + s * loadv(w + c, d - c), d - c);
             }
         for (int64_t t = 0; t < rows; t++) {
             const int64_t row = r0 + t;
@@ -222,7 +223,8 @@ void ssc_add_rms_norm(int64_t b, int64_t c, float *residual, const float *out, c
     for (int64_t row = 0; row < b; row++) {
         float *x = residual + row * c, *o = normed + row * c;
         if (out)
-            for (int64_t j = 0; j < c; j += VL) storev(x + j, loadv(x + j, c - j) + loadv(out + row * c + j, c - j), c - j);
+            for (int64_t j = 0; j < c; j += VL)
+                storev(x + j, loadv(x + j, c - j) + loadv(out + row * c + j, c - j), c - j);
         const vf scale = splat(1.0f / sqrtf(dot(x, x, c) / (float)c + eps));
         for (int64_t j = 0; j < c; j += VL)
             storev(o + j, loadv(weight + j, c - j) * (loadv(x + j, c - j) * scale), c - j);
