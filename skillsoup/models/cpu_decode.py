@@ -162,8 +162,9 @@ class DecodePlan:
             if len(sets) >= MAX_BATCH_SIZES:
                 sets.pop(next(iter(sets)))
             empty = lambda *shape: torch.empty(*shape, dtype=torch.float32)  # noqa: E731
-            tensors = (empty(b, self.hidden), empty(b, self.hidden), empty(b, self.width), empty(b, self.inner),
-                       empty(b, self.hidden))  # residual, normed, proj, y, out
+            with torch.inference_mode(False):  # made under inference_mode, they could not be written outside it
+                tensors = (empty(b, self.hidden), empty(b, self.hidden), empty(b, self.width), empty(b, self.inner),
+                           empty(b, self.hidden))  # residual, normed, proj, y, out
             conv, ssm = (math.prod(shape) for shape in self.shapes)
             offsets = (_F32 * b * conv, _F32 * b * ssm, _F32 * b * conv * len(self.layers))
             bufs = sets[b] = (*tensors, *(t.data_ptr() for t in tensors), *offsets)

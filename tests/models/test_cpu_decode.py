@@ -203,3 +203,13 @@ def test_a_state_of_another_shape_is_refused_not_read():
         model.backend.step_(torch.tensor([3]), state)
     wider = _model("mamba", state_size=8).capture([3, 4, 5])  # same layer count, other SSM shape
     assert not model.backend._plan[1].fits(wider.layout)
+
+
+def test_buffers_made_under_inference_mode_serve_outside_it():
+    model = _model("mamba2")
+    state = _start(model, 2)
+    with torch.inference_mode():
+        first, _ = model.step([3, 4], state)
+    with torch.no_grad():
+        again, _ = model.step([3, 4], state)  # the same thread's buffers, now outside inference mode
+    assert torch.equal(first, again)
