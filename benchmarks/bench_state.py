@@ -8,6 +8,7 @@ count, one table row per measurement, every number measured in this run, best of
        token, its multi-token continuation restarts the scan from zero; Mamba-2: one call from the cache)
   (c)  capture of the demonstrations vs transformers' forward over them
   (d)  decode: prompt + new tokens, ours vs transformers' generate
+  (d') the same with the module-by-module CPU step (before the whole-stack decode plan, cpu_decode.py)
 The floor beside each row is the time of the model's projections alone over the row's tokens (the
 mixers' in/x/dt/out projections, Mamba-2's in/out, plus the LM head for each token whose logits the
 row needs), measured in the same run: what no scan or glue can beat on this machine.
@@ -16,7 +17,7 @@ Timings mean nothing on a busy machine: the script refuses to run when the 1-min
 above --max-load (default 0.5), unless --force, which prints the warning in the table. On a shared
 machine, ``--threads 1 --clock process`` times the process's CPU time instead of the wall clock:
 other jobs taking turns on the cores do not inflate it (sharing the caches still does). Usage:
-    python benchmarks/bench_state.py [--archs mamba,mamba2] [--threads 1,2] [--repeat 3] [--force]
+    python benchmarks/bench_state.py [--archs mamba,mamba2] [--threads 1,2] [--repeat 3] [--rows aAbcdD] [--force]
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+import types
 from dataclasses import dataclass
 
 import torch
@@ -109,6 +111,20 @@ def lm_head(hf):
     return run
 
 
+def module_by_module(model, fn):
+    """``fn`` run with the model's ops stripped of the whole-stack decode plan (cpu_decode.py): the
+    step goes layer by layer through the PyTorch modules, as before the plan existed."""
+    def run():
+        ops = model._ops
+        model._ops = types.SimpleNamespace(**{k: v for k, v in vars(ops).items() if k != "decode_plan"})
+        try:
+            fn()
+        finally:
+            model._ops = ops
+
+    return run
+
+
 def measure(arch: str, threads: int, args) -> list[Row]:
     from skillsoup.models.hf_cache import to_hf_cache
 
@@ -152,19 +168,23 @@ def measure(arch: str, threads: int, args) -> list[Row]:
     head = timed(lm_head(hf), rep * 3)
     floor_q, floor_n = timed(projections(hf, q), rep) + head, timed(projections(hf, n), rep)
     floor_decode = floor_q + (new - 1) * (timed(projections(hf, 1), rep * 3) + head)
-    t_inj = timed(injected, rep)
-    rows = [
-        Row(arch, threads, f"(a) TTFT: state + {q}-token query vs {n}+{q} in transformers' prompt", t_inj, floor_q,
-            timed(hf_prompt, rep), ">=45x"),
-        Row(arch, threads, "(a') same, the prompt through our own forward", t_inj, floor_q,
-            timed(lambda: model.forward(prompt, logits="last"), rep), ""),
-        Row(arch, threads, f"(b) exact {q}-token continuation vs transformers' exact path", t_inj, floor_q,
-            timed(hf_continue, rep), ""),
-        Row(arch, threads, f"(c) capture {n} tokens vs transformers' forward", timed(lambda: model.capture(demos), rep),
-            floor_n, timed(hf_capture, rep), "<=2x floor, >=2.5x"),
-        Row(arch, threads, f"(d) decode {new} tokens after a {q}-token prompt vs generate", timed(decode, rep),
-            floor_decode, timed(hf_decode, rep), ">=1.5x"),
-    ]
+    t_inj = timed(injected, rep) if set(args.rows) & set("ab") else 0.0
+    wanted = {  # row letter -> (name, ours, floor, baseline, goal), each measured only when asked for
+        "a": lambda: (f"(a) TTFT: state + {q}-token query vs {n}+{q} in transformers' prompt", t_inj, floor_q,
+                      timed(hf_prompt, rep), ">=45x"),
+        "A": lambda: ("(a') same, the prompt through our own forward", t_inj, floor_q,
+                      timed(lambda: model.forward(prompt, logits="last"), rep), ""),
+        "b": lambda: (f"(b) exact {q}-token continuation vs transformers' exact path", t_inj, floor_q,
+                      timed(hf_continue, rep), ""),
+        "c": lambda: (f"(c) capture {n} tokens vs transformers' forward", timed(lambda: model.capture(demos), rep),
+                      floor_n, timed(hf_capture, rep), "<=2x floor, >=2.5x"),
+        "d": lambda: (f"(d) decode {new} tokens after a {q}-token prompt vs generate", timed(decode, rep),
+                      floor_decode, t_hf_decode, ">=1.5x"),
+        "D": lambda: ("(d') same, stepping module by module (the CPU step before the decode plan)",
+                      timed(module_by_module(model, decode), rep), floor_decode, t_hf_decode, ""),
+    }
+    t_hf_decode = timed(hf_decode, rep) if set(args.rows) & set("dD") else 0.0
+    rows = [Row(arch, threads, *wanted[key]()) for key in "aAbcdD" if key in args.rows]
     with_state, _ = model.forward(query, state, logits="last")  # the same computation, checked once
     in_prompt, _ = model.forward(prompt, logits="last")
     rel_err = float((with_state - in_prompt).norm() / in_prompt.norm())
@@ -196,6 +216,8 @@ def main(argv=None) -> list[Row]:
     parser.add_argument("--hidden", type=int, default=768)
     parser.add_argument("--vocab", type=int, default=0, help="0: the checkpoint's (50280 / 50288)")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each measurement (the best counts)")
+    parser.add_argument("--rows", default="aAbcd",
+                        help="rows to measure: a, A (a'), b, c, d, D (d'; not by default) (e.g. --rows dD)")
     parser.add_argument("--max-load", type=float, default=0.5, help="refuse above this 1-minute load average")
     parser.add_argument("--force", action="store_true", help="run on a busy machine; the table says so")
     parser.add_argument("--clock", choices=["wall", "process"], default="wall",

@@ -141,7 +141,7 @@ class StateModel:
             raise GenerationError(f"token ids must lie in [0, {self.vocab_size}); got {int(ids.min())}..{int(ids.max())}")
         return ids
 
-    def _start(self, state: SkillState | None, batch_size: int) -> SkillState:
+    def _start(self, state: SkillState | None, batch_size: int, device: torch.device | None = None) -> SkillState:
         if state is None:
             return self.empty_state(batch_size)
         self.check_state(state, values=False)  # hot path: shapes and fingerprint only
@@ -149,7 +149,7 @@ class StateModel:
             state = state.expand(batch_size)
         if state.batch_size != batch_size:
             raise StateMismatchError(f"state has {state.batch_size} rows but input_ids has {batch_size}")
-        return state.to(device=self.device)
+        return state.to(device=self.device if device is None else device)
 
     def forward(self, input_ids, state: SkillState | None = None, *, logits: str = "all"):
         """Run ``input_ids`` [b, l] starting from ``state`` (None = start of text).
@@ -259,8 +259,9 @@ class StateModel:
     @torch.no_grad()
     def step(self, token_ids, state: SkillState):
         """Decode one token per row: token_ids [b] -> (logits [b, vocab], new state)."""
-        ids = torch.as_tensor(token_ids, dtype=torch.long, device=self.device).reshape(-1)
-        return self.backend.step(ids, self._start(state, ids.shape[0]))
+        device = self.device  # looked up once: transformers' get_output_embeddings is slow for a decode step
+        ids = torch.as_tensor(token_ids, dtype=torch.long, device=device).reshape(-1)
+        return self.backend.step(ids, self._start(state, ids.shape[0], device))
 
     @torch.no_grad()
     def step_(self, token_ids, state: SkillState):
@@ -269,8 +270,9 @@ class StateModel:
         the CPU: no new buffer per token; on a GPU the decode graphs do that, models/graphs.py). For
         a caller that owns ``state`` (a batching server's batch); ``state`` must not be used
         afterwards except as the returned one."""
-        ids = torch.as_tensor(token_ids, dtype=torch.long, device=self.device).reshape(-1)
-        start = self._start(state, ids.shape[0])
+        device = self.device
+        ids = torch.as_tensor(token_ids, dtype=torch.long, device=device).reshape(-1)
+        start = self._start(state, ids.shape[0], device)
         writes_over = getattr(self.backend, "step_", None)
         if (writes_over is None or start is not state or start.fixed.dtype != torch.float32  # expanded, moved
                 or start.fixed.device.type != "cpu"):

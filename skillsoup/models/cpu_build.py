@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 CSRC = Path(__file__).resolve().parent / "csrc"
 SOURCES = ("scan.c", "step.c")  # compiled together; common.h is included by both
-ABI_VERSION = 3  # SSC_ABI_VERSION in common.h
+ABI_VERSION = 4  # SSC_ABI_VERSION in common.h
 FLAG_SETS = (
     ["-O3", "-march=native", "-std=gnu11", "-shared", "-fPIC", "-pthread", "-Wno-psabi"],
     ["-O3", "-std=gnu11", "-shared", "-fPIC", "-pthread", "-Wno-psabi"],  # compilers without -march=native
@@ -52,6 +52,7 @@ _SIGNATURES = {  # argument types of every exported kernel, in the order of its 
     "ssc_ssd_state_update": [_I64] * 5 + [_P, _I64, _P, _I64] + [_P, _I64, _I64] * 2
     + [_P, _P, _P, _I32, _F32, _F32, _P, _P, _P],
     "ssc_mamba2_step": [_I64] * 6 + [_P, _I64] + [_P] * 7 + [_F32, _F32, _P, _P, _P, _I64, _F32, _P],
+    "ssc_add_rms_norm": [_I64, _I64, _P, _P, _P, _F32, _P],
 }
 
 

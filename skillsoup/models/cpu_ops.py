@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from skillsoup.models import cpu_build, ops
+from skillsoup.models import cpu_build, ops, step_ops
 
 MIN_SECONDS_PER_THREAD = 2e-3
 # single-core seconds per element on the AVX2 machine this was tuned on (EPYC, 2.4 GHz)
@@ -208,3 +208,26 @@ def ssd_state_update(state, x, dt, A, B, C, D=None, dt_bias=None, dt_softplus=Fa
 
 
 ssd_state_update_ref = ops.ssd_state_update
+
+
+# ---- the glue between two layers of a decode step ------------------------------------------------
+def add_rms_norm_(residual, out, weight, eps, normed):
+    """residual [b, c] += out [b, c] (None: nothing to add, the first layer), in place; normed
+    [b, c] <- RMSNorm(residual) * weight, as transformers' MambaRMSNorm computes it. float32,
+    contiguous rows (the decode plan's buffers, cpu_decode.py); the twin of :func:`add_rms_norm_ref`."""
+    b, c = residual.shape
+    for name, t in (("residual", residual), ("out", out), ("weight", weight), ("normed", normed)):
+        if t is not None and (t.dtype != torch.float32 or t.device.type != "cpu" or not t.is_contiguous()):
+            raise ValueError(f"add_rms_norm_: {name} must be a contiguous float32 CPU tensor")
+    if (out is not None and out.shape != residual.shape) or normed.shape != residual.shape or weight.shape != (c,):
+        raise ValueError(f"add_rms_norm_: shapes {tuple(residual.shape)}, {None if out is None else tuple(out.shape)}, "
+                         f"{tuple(weight.shape)}, {tuple(normed.shape)} do not fit [b, c], [b, c], [c], [b, c]")
+    _lib().ssc_add_rms_norm(b, c, residual.data_ptr(), _ptr(out), weight.data_ptr(), float(eps), normed.data_ptr())
+
+
+def add_rms_norm_ref(residual, out, weight, eps, normed):
+    """:func:`step_ops.add_rms_norm` (the residual add and RMSNorm of ``StackBackend._blocks``)
+    written into the given buffers: the reference of :func:`add_rms_norm_`."""
+    new_residual, new_normed = step_ops.add_rms_norm(residual, out, weight, eps)
+    residual.copy_(new_residual)
+    normed.copy_(new_normed)

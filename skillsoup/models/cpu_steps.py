@@ -21,20 +21,28 @@ import torch
 
 from skillsoup.models import cpu_ops, mamba1, mamba2, ops
 
-# id(A_log) -> (weak reference to it, its version counter, -exp(A_log)); tensors compare by value,
-# so a WeakKeyDictionary cannot hold them
-_A_CACHE: dict[int, tuple[weakref.ref, int, torch.Tensor]] = {}
+# (what, id(weight)) -> (weak reference to the weight, (its version counter, its data pointer), the
+# value derived from it); tensors compare by value, so a WeakKeyDictionary cannot hold them
+_DERIVED: dict[tuple[str, int], tuple[weakref.ref, tuple[int, int], torch.Tensor]] = {}
+
+
+def _derived(what: str, weight: torch.Tensor) -> torch.Tensor:
+    """``decay``: -exp(A_log); ``transposed``: a [r, d] float32 copy of dt_proj's [d, r] weight (what
+    the kernel reads). Computed again only when the weight changes (in place, re-pointed or replaced)."""
+    key = (what, id(weight))
+    cached = _DERIVED.get(key)
+    if cached is None or cached[0]() is not weight or cached[1] != (weight._version, weight.data_ptr()):
+        ref = weakref.ref(weight, lambda _, key=key: _DERIVED.pop(key, None))
+        w = weight.detach().float()
+        value = (-torch.exp(w) if what == "decay" else w.t()).contiguous()
+        cached = (ref, (weight._version, weight.data_ptr()), value)
+        _DERIVED[key] = cached
+    return cached[2]
 
 
 def _decay_rates(A_log: torch.Tensor) -> torch.Tensor:
     """-exp(A_log) as float32, computed again only when A_log changes (in place or replaced)."""
-    key = id(A_log)
-    cached = _A_CACHE.get(key)
-    if cached is None or cached[0]() is not A_log or cached[1] != A_log._version:
-        ref = weakref.ref(A_log, lambda _, key=key: _A_CACHE.pop(key, None))
-        cached = (ref, A_log._version, (-torch.exp(A_log.detach().float())).contiguous())
-        _A_CACHE[key] = cached
-    return cached[2]
+    return _derived("decay", A_log)
 
 
 def _fused_ok(mixer, *tensors) -> bool:
@@ -70,8 +78,8 @@ def mamba1_step(mixer, hidden, conv_state, ssm_state, inplace: bool = False):
     y = cpu_ops.new(b, d)
     cpu_ops._lib().ssc_mamba1_step(
         b, d, n, r, k, xz.data_ptr(), xz.stride(0), conv_in.data_ptr(), conv_out.data_ptr(),
-        conv_w.data_ptr(), cpu_ops._ptr(mixer.conv1d.bias), x_w.data_ptr(), dt_w.data_ptr(),
-        mixer.dt_proj.bias.data_ptr(), _decay_rates(mixer.A_log).data_ptr(),
+        conv_w.data_ptr(), cpu_ops._ptr(mixer.conv1d.bias), x_w.data_ptr(),
+        _derived("transposed", dt_w).data_ptr(), mixer.dt_proj.bias.data_ptr(), _decay_rates(mixer.A_log).data_ptr(),
         mixer.D.data_ptr(), ssm_in.data_ptr(), ssm_out.data_ptr(), y.data_ptr(),
     )
     return mixer.out_proj(y), conv_out, ssm_out

@@ -53,13 +53,15 @@ _warned: set[str] = set()
 
 def _cpu_ops():
     """The fused C kernel namespace, or the reason it cannot run. Besides the fields of REF_OPS
-    it has the mixers' fused decode steps (``mamba1.step`` / ``mamba2.step`` look for them)."""
-    from skillsoup.models import cpu_ops, cpu_steps
+    it has the mixers' fused decode steps (``mamba1.step`` / ``mamba2.step`` look for them) and the
+    whole-stack decode plan (``StackBackend.step`` looks for it)."""
+    from skillsoup.models import cpu_decode, cpu_ops, cpu_steps
 
     ok, why = cpu_ops.available()
     if not ok:
         return None, why
-    namespace = op_namespace("cpu", cpu_ops, mamba1_step=cpu_steps.mamba1_step, mamba2_step=cpu_steps.mamba2_step)
+    namespace = op_namespace("cpu", cpu_ops, mamba1_step=cpu_steps.mamba1_step, mamba2_step=cpu_steps.mamba2_step,
+                             decode_plan=cpu_decode.DecodePlan.build)
     return namespace, ""
 
 

@@ -9,6 +9,8 @@ step over fixed buffers that :mod:`skillsoup.models.graphs` captures as a CUDA g
 
 from __future__ import annotations
 
+import logging
+
 import torch
 
 from skillsoup.errors import GenerationError
@@ -16,6 +18,7 @@ from skillsoup.models import mamba1, mamba2, ops, step_ops
 from skillsoup.states.state import SkillState
 
 _MIXERS = {"mamba1": mamba1, "mamba2": mamba2}
+log = logging.getLogger(__name__)
 
 
 class StackBackend:
@@ -25,6 +28,8 @@ class StackBackend:
         self.mixer = _MIXERS[mixer]
         self.ops = ops_namespace
         self._rates: dict[int, tuple[torch.Tensor, int, torch.Tensor]] = {}
+        # (the ops namespace it was built for, its decode plan or None, where the embeddings were then)
+        self._plan = (None, None, None)
         pads = getattr(self.mixer, "pads_exactly", lambda mixer: True)
         self.pads_exactly = all(pads(layer.mixer) for layer in self.backbone.layers)  # padded reads are exact
 
@@ -49,7 +54,19 @@ class StackBackend:
         return self._logits(last), state
 
     def step(self, ids: torch.Tensor, start: SkillState):
-        """ids [b] -> (logits [b, vocab], new state): one cheap recurrent update per layer."""
+        """ids [b] -> (logits [b, vocab], new state): one cheap recurrent update per layer. On the
+        C kernels, a few calls per layer into fixed buffers (:mod:`cpu_decode`), else :meth:`step_ref`."""
+        plan = self._decode_plan(start)
+        if plan is None:
+            return self.step_ref(ids, start)
+        fixed = torch.empty_like(start.fixed)
+        logits = plan.run(ids, start.fixed, fixed)
+        return logits, SkillState.from_flat(start.layout, fixed, [n + 1 for n in start.n_tokens], start.fingerprint,
+                                            start.arch)
+
+    def step_ref(self, ids: torch.Tensor, start: SkillState):
+        """:meth:`step` module by module (norm, mixer step on ``ops``, residual add): the reference
+        of the decode plan, and the path of every model and state the plan does not cover."""
         hidden, state = self._blocks(self.mixer.step, self.backbone.embeddings(ids), start, 1, {})
         return self._logits(hidden), state
 
@@ -57,9 +74,33 @@ class StackBackend:
         """:meth:`step` that writes the new state over ``state`` (its flat buffer and n_tokens) and
         returns (logits, state): a batch of 32 rows of mamba2-130m holds 626 MB of state, which
         :meth:`step` allocates and copies again on every token. Same numbers as :meth:`step`."""
+        plan = self._decode_plan(state)
+        if plan is not None:
+            logits = plan.run(ids, state.fixed, state.fixed)
+            return logits, state.rebind(state.fixed, None, [n + 1 for n in state.n_tokens], state.meta)
         hidden, state = self._blocks(self.mixer.step, self.backbone.embeddings(ids), state, 1, {"inplace": True},
                                      into=True)
         return self._logits(hidden), state
+
+    def _decode_plan(self, state: SkillState):
+        """The ops' decode plan (``ops.decode_plan``, the C kernels) when it covers this model and
+        ``state`` (float32, contiguous, on the CPU, no autograd), else None. Built once per ops
+        namespace, again when a weight changed under it (without a plan: when the model was converted)."""
+        build = getattr(self.ops, "decode_plan", None)
+        fixed = state.fixed
+        if (build is None or torch.is_grad_enabled() or fixed.dtype != torch.float32 or fixed.device.type != "cpu"
+                or not fixed.is_contiguous()):
+            return None
+        ops_now, plan, weights_at = self._plan
+        embed = self.backbone.embeddings.weight.data_ptr()  # moves when the model is converted (.to())
+        if ops_now is not self.ops or (not plan.current() if plan is not None else weights_at != embed):
+            plan, why = build(self)
+            if plan is None:
+                log.info("decode step module by module: %s", why)
+            self._plan = (self.ops, plan, embed)
+        if plan is None or not plan.fits(state.layout):
+            return None
+        return plan
 
     def step_into(self, ids: torch.Tensor, state: SkillState) -> torch.Tensor:
         """ids [b] -> logits [b, vocab], advancing ``state`` in place (its flat buffer; its n_tokens

@@ -19,7 +19,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#define SSC_ABI_VERSION 3
+#define SSC_ABI_VERSION 4
 #define W 16 /* channels per block: 64 bytes, one cache line of each token's row */
 #define MAX_THREADS 64
 
@@ -43,10 +43,11 @@ typedef struct { vf v[NV]; } blk; /* W channels */
 /* ---- vector helpers ------------------------------------------------------------------------ */
 INLINE vf splat(float x) { return (vf){0} + x; }
 INLINE vf blend(vi mask, vf yes, vf no) { return (vf)(((vi)yes & mask) | ((vi)no & ~mask)); }
-/* written as lane loops, which the compiler vectorises; a NaN in a stays NaN */
-INLINE vf vmax(vf a, vf b) { vf r; for (int j = 0; j < VL; j++) r[j] = b[j] > a[j] ? b[j] : a[j]; return r; }
+/* a compare and a blend (GCC 12 turns the equivalent lane loops into scalar min / max and inserts,
+ * which made every exp three times longer); a NaN in a stays NaN */
+INLINE vf vmax(vf a, vf b) { return blend(b > a, b, a); }
 /* the cheaper min: a NaN in a becomes b (exp only needs it for an upper clamp) */
-INLINE vf vmin_fast(vf a, vf b) { vf r; for (int j = 0; j < VL; j++) r[j] = a[j] < b[j] ? a[j] : b[j]; return r; }
+INLINE vf vmin_fast(vf a, vf b) { return blend(a < b, a, b); }
 
 /* W channels from p (w of them valid; zeros beyond) */
 INLINE blk load(const float *p, int w) {

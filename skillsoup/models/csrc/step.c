@@ -6,7 +6,8 @@
  * selective_state_update / ssd_state_update. ssc_mamba1_step / ssc_mamba2_step fuse everything a
  * Mamba / Mamba-2 mixer does between its in_proj and its out_proj (conv window update, conv, silu,
  * x_proj and dt_proj for Mamba-1, the state update, D, the gate or the gated RMSNorm for Mamba-2)
- * into one call, as mamba1.step / mamba2.step do with separate PyTorch ops. */
+ * into one call, as mamba1.step / mamba2.step do with separate PyTorch ops. ssc_add_rms_norm is the
+ * glue between two layers (the residual add and the next pre-norm), step_ops.add_rms_norm's twin. */
 #include <math.h>
 
 #include "common.h"
@@ -23,10 +24,16 @@ INLINE void storev(float *p, vf v, int64_t w) {
     else for (int64_t j = 0; j < w; j++) p[j] = v[j];
 }
 
-INLINE float hsum(vf v) {
-    float s = 0.0f;
-    for (int j = 0; j < VL; j++) s += v[j];
-    return s;
+INLINE float hsum(vf v) { /* the 128-bit quarters added as vectors, then four lanes pairwise */
+    typedef float vq __attribute__((vector_size(4 * sizeof(float))));
+    vq s;
+    memcpy(&s, &v, sizeof s);
+    for (int q = 1; q < VL / 4; q++) {
+        vq part;
+        memcpy(&part, (const char *)&v + q * sizeof part, sizeof part);
+        s += part;
+    }
+    return (s[0] + s[2]) + (s[1] + s[3]);
 }
 
 static float dot(const float *a, const float *b, int64_t n) {
@@ -99,22 +106,42 @@ static void conv_step(int64_t c, int64_t k, const float *x, const float *win_in,
     silu_inplace(out, c);
 }
 
+#define TILE 4 /* batch rows per pass over x_proj's and dt_proj's weights (at mamba-130m's shape 786 KB
+                      a layer, more than L2): each weight row is read once per tile and used from L1 */
+
 /* Mamba-1 mixer between in_proj and out_proj, one token per row. xz [b, 2d] (x then the gate z),
- * conv windows [b, d, k], conv_w [d, k], xproj_w [r + 2n, d], dtproj_w [d, r], A [d, n],
+ * conv windows [b, d, k], conv_w [d, k], xproj_w [r + 2n, d], dtproj_wt [r, d] (dt_proj's weight
+ * transposed, so that dt is r vector multiply-adds along d instead of d horizontal sums), A [d, n],
  * h [b, d, n] -> y [b, d]. */
 void ssc_mamba1_step(int64_t b, int64_t d, int64_t n, int64_t r, int64_t k,
                      const float *xz, int64_t xz_sb, const float *conv_in, float *conv_out,
                      const float *conv_w, const float *conv_b, const float *xproj_w,
-                     const float *dtproj_w, const float *dt_bias, const float *A, const float *D,
+                     const float *dtproj_wt, const float *dt_bias, const float *A, const float *D,
                      const float *h_in, float *h_out, float *y) {
-    float xc[d], dt[d], dbc[r + 2 * n];
-    for (int64_t row = 0; row < b; row++) {
-        const float *x = xz + row * xz_sb;
-        conv_step(d, k, x, conv_in + row * d * k, conv_out + row * d * k, conv_w, conv_b, xc);
-        for (int64_t j = 0; j < r + 2 * n; j++) dbc[j] = dot(xproj_w + j * d, xc, d);
-        for (int64_t c = 0; c < d; c++) dt[c] = dot(dtproj_w + c * r, dbc, r);
-        softplus_bias(dt, dt, dt_bias, 1, d);
-        m1_update(d, n, xc, dt, x + d, dbc + r, dbc + r + n, A, D, h_in + row * d * n, h_out + row * d * n, y + row * d);
+    const int64_t m = r + 2 * n;
+    float xc[TILE][d], dt[TILE][d], dbc[TILE][m];
+    for (int64_t r0 = 0; r0 < b; r0 += TILE) {
+        const int64_t rows = b - r0 < TILE ? b - r0 : TILE;
+        for (int64_t t = 0; t < rows; t++) {
+            const int64_t row = r0 + t;
+            conv_step(d, k, xz + row * xz_sb, conv_in + row * d * k, conv_out + row * d * k, conv_w, conv_b, xc[t]);
+            memset(dt[t], 0, sizeof dt[t]);
+        }
+        for (int64_t j = 0; j < m; j++)
+            for (int64_t t = 0; t < rows; t++) dbc[t][j] = dot(xproj_w + j * d, xc[t], d);
+        for (int64_t j = 0; j < r; j++)
+            for (int64_t t = 0; t < rows; t++) {
+                const vf s = splat(dbc[t][j]);
+                const float *w = dtproj_wt + j * d;
+                for (int64_t c = 0; c < d; c += VL)
+                    storev(dt[t] + c, loadv(dt[t] + c, d - c) + s * loadv(w + c, d - c), d - c);
+            }
+        for (int64_t t = 0; t < rows; t++) {
+            const int64_t row = r0 + t;
+            softplus_bias(dt[t], dt[t], dt_bias, 1, d);
+            m1_update(d, n, xc[t], dt[t], xz + row * xz_sb + d, dbc[t] + r, dbc[t] + r + n, A, D, h_in + row * d * n,
+                      h_out + row * d * n, y + row * d);
+        }
     }
 }
 
@@ -185,5 +212,21 @@ void ssc_mamba2_step(int64_t b, int64_t h, int64_t p, int64_t g, int64_t n, int6
             const float scale = 1.0f / sqrtf(ms + eps);
             for (int64_t j = g0; j < g0 + group; j++) yr[j] = norm_w[j] * (yr[j] * scale);
         }
+    }
+}
+
+/* The residual add of a layer's output and the next RMSNorm (transformers' MambaRMSNorm, float32):
+ * residual [b, c] += out [b, c] (when out is given), in place; normed [b, c] = weight * (residual *
+ * 1 / sqrt(mean(residual^2) + eps)), in the reference's order of operations. Rows are contiguous. */
+void ssc_add_rms_norm(int64_t b, int64_t c, float *residual, const float *out, const float *weight, float eps,
+                      float *normed) {
+    for (int64_t row = 0; row < b; row++) {
+        float *x = residual + row * c, *o = normed + row * c;
+        if (out)
+            for (int64_t j = 0; j < c; j += VL)
+                storev(x + j, loadv(x + j, c - j) + loadv(out + row * c + j, c - j), c - j);
+        const vf scale = splat(1.0f / sqrtf(dot(x, x, c) / (float)c + eps));
+        for (int64_t j = 0; j < c; j += VL)
+            storev(o + j, loadv(weight + j, c - j) * (loadv(x + j, c - j) * scale), c - j);
     }
 }
