@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 from skillsoup.errors import StateMismatchError
 
@@ -74,12 +75,12 @@ class StateLayout:
     def num_layers(self) -> int:
         return len(self.layer_kinds)
 
-    @property
+    @cached_property  # read on every decode token: computed once (the layout is frozen)
     def recurrent_layers(self) -> tuple[int, ...]:
         """Model layer indices with a conv window and a recurrent state, in order."""
         return tuple(i for i, k in enumerate(self.layer_kinds) if k in (RECURRENT, BOTH))
 
-    @property
+    @cached_property
     def attention_layers(self) -> tuple[int, ...]:
         """Model layer indices with a KV cache, in order."""
         return tuple(i for i, k in enumerate(self.layer_kinds) if k in (ATTENTION, BOTH))
