@@ -99,9 +99,7 @@ def run_dataset(name: str, args, model, embedder, tmp: Path) -> dict:
         t0 = time.perf_counter()
         if args.tune_encoder:
             tuned = fit_tuned(router, task.fit, objective=args.objective)
-            runs = [r for r in (tuned.probe, tuned.tuning) if r is not None]
-            report, encoder = tuned.fit, {"kept": tuned.kept, "tuning_s": sum(r.seconds for r in runs),
-                                          "steps": "+".join(str(r.steps) for r in runs),
+            report, encoder = tuned.fit, {"kept": tuned.kept, "tuning_s": tuned.tuning.seconds, "steps": tuned.tuning.steps,
                                           "trials": {t.label: t.judged for t in tuned.trials}}
         else:
             report, encoder = fit(router, task.fit, objective=args.objective), None
@@ -180,8 +178,7 @@ def print_encoder_table(results: list[dict]) -> None:
     rows = [r for r in results if r.get("encoder")]
     if not rows:
         return
-    print("\n| dataset | encoder kept | tuning steps (probe+kept) | tuning s | judged on the held-out half of the labelled "
-          "queries, out of fold: current / tuned probe |")
+    print("\n| dataset | encoder kept | tuning steps | tuning s | judged out of fold (labelled queries): current / tuned |")
     print("|---|---|---:|---:|---|")
     for r in rows:
         e = r["encoder"]

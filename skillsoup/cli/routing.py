@@ -182,8 +182,8 @@ def fit_command(
         "--objective", help="balanced (mean of in-scope accuracy and abstain recall), accuracy, abstain, or accuracy@R "
         "(the best in-scope accuracy at abstain recall >= R, e.g. accuracy@0.65).")] = "balanced",
     tune_encoder: Annotated[bool, typer.Option(
-        "--tune-encoder", help="Also tune the text encoder on the demonstrations and labelled queries (minutes on "
-        "a CPU) and keep it only if it routes held-out labelled queries better; needs FILE.")] = False,
+        "--tune-encoder", help="Also tune the text encoder on the demonstrations (minutes on a CPU) and keep it "
+        "only if it routes the labelled queries better; needs FILE.")] = False,
     as_json: JsonOpt = False,
     registry: RegistryOpt = None,
     chroma_url: ChromaUrlOpt = None,
@@ -201,7 +201,8 @@ def fit_command(
         r = Router(reg)
         if tune_encoder:
             with progress_bar("tuning the encoder") as bar:
-                tuned = fit_tuned(r, file, objective=objective, progress=bar)
+                step = (lambda done, total, loss: bar(done, total, f"loss {loss:.3f}")) if bar else None
+                tuned = fit_tuned(r, file, objective=objective, progress=step)
             report = tuned.fit
         else:
             report = fit(r, file, objective=objective)
@@ -231,26 +232,17 @@ def fit_command(
 
 
 def _tuning_dict(t) -> dict:
-    def run(r):
-        return None if r is None else {k: getattr(r, k) for k in ("pairs", "steps", "seconds", "loss_first", "loss_last")}
-
     return {"kept": t.kept, "encoder": t.encoder, "reembedded": t.reembedded, "abstention_judged": t.abstention_judged,
-            "judged_on": t.judged_on, "probe": run(t.probe), "tuning": run(t.tuning),
+            "tuning": {k: getattr(t.tuning, k) for k in ("pairs", "steps", "seconds", "loss_first", "loss_last")},
             "trials": [{"label": x.label, "encoder": x.encoder, "router": x.report.chosen, "judged": x.judged,
                         **{k: x.chosen.get(k) for k in ("in_scope_accuracy", "abstain_recall_real", "abstain_recall_pseudo")}}
                        for x in t.trials]}
 
 
 def _tuning_table(t) -> Table:
-    from skillsoup.routing.tune import MIN_NULLS
-
-    pr = t.probe
-    title = (f"probe encoder tuned on {pr.pairs} pairs (demonstrations, half the labelled queries) in {pr.steps} steps, "
-             f"{pr.seconds:.0f} s (loss {pr.loss_first:.2f} -> {pr.loss_last:.2f}); judged out of fold on the other "
-             f"{t.judged_on} labelled queries")
-    if t.tuning is not None:
-        title += f"; kept: tuned again on all {t.tuning.pairs} pairs in {t.tuning.seconds:.0f} s"
-    table = Table(title=title)
+    tu = t.tuning
+    table = Table(title=f"encoder tuned on {tu.pairs} demonstration pairs in {tu.steps} steps, {tu.seconds:.0f} s "
+                        f"(loss {tu.loss_first:.2f} -> {tu.loss_last:.2f}); out-of-fold")
     for col in ("encoder", "router", "in-scope accuracy", "abstain: labelled nulls", "abstain: held-out skills",
                 "judged"):
         table.add_column(col, justify="left" if col in ("encoder", "router") else "right")
@@ -258,9 +250,9 @@ def _tuning_table(t) -> Table:
         mark = " [bold green]kept[/]" if x.label == t.kept else ""
         table.add_row(f"{x.label} ({escape(x.encoder)}){mark}", x.report.chosen, _fmt(x.chosen["in_scope_accuracy"]),
                       _fmt(x.chosen.get("abstain_recall_real")), _fmt(x.chosen.get("abstain_recall_pseudo")), _fmt(x.judged))
-    table.caption = ("judged on in-scope queries and labelled nulls (the probe has seen every skill's demonstrations)"
-                     if t.abstention_judged else f"fewer than {MIN_NULLS} labelled nulls to judge on: judged on in-scope "
-                     "accuracy, and the probe must keep the held-out skills' abstain recall")
+    table.caption = ("judged on the labelled queries alone (the tuned encoder has seen every skill's demonstrations)"
+                     if t.abstention_judged else "fewer than 20 labelled nulls: judged on in-scope accuracy, and the "
+                     "tuned encoder must keep the held-out skills' abstain recall")
     if t.reembedded:
         table.caption += f"; {t.reembedded} index rows re-embedded with {t.encoder}"
     return table

@@ -1,11 +1,10 @@
-"""Contrastive tuning of the text encoder on the skills' own examples (SetFit-style).
+"""Contrastive tuning of the text encoder on the skills' own demonstrations (SetFit-style).
 
-The examples of a skill are its demonstration inputs and, from ``fit --tune-encoder``, labelled
-queries of it (routing/tune.py decides which, and judges the result on others). Each example is
-paired with other examples of its skill; a batch holds pairs of distinct skills, so every other
-pair in the batch is a true negative. The loss is symmetric in-batch InfoNCE on cosine
-similarities (scale 20, as sentence-transformers' MultipleNegativesRankingLoss), one epoch, AdamW
-with linear warm-up and decay.
+Each demonstration is paired with other demonstrations of its skill; a batch holds pairs of
+distinct skills, so every other pair in the batch is a true negative. The loss is symmetric
+in-batch InfoNCE on cosine similarities (scale 20, as sentence-transformers'
+MultipleNegativesRankingLoss), one epoch, AdamW with linear warm-up and decay. Only the
+demonstrations are trained on: labelled queries stay held out to judge the result (routing/tune.py).
 
 The encoder is a sentence-transformers folder whose pipeline is transformer -> mean pooling
 (-> normalize), as the default all-MiniLM-L6-v2; the tuned copy is written in the same layout
@@ -32,7 +31,7 @@ _PIPELINE_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence
 
 @dataclass(frozen=True)
 class TuningSettings:
-    pairs_per_example: int = 2  # positives drawn per example
+    pairs_per_demo: int = 2  # positives drawn per demonstration
     batch_size: int = 32  # pairs per step (distinct skills)
     lr: float = 2e-5
     scale: float = 20.0  # inverse temperature of the cosine logits
@@ -52,14 +51,14 @@ class TuningResult:
     settings: dict
 
 
-def training_pairs(examples: dict[str, list[str]], per_example: int, rng: random.Random) -> list[tuple[str, str, str]]:
-    """(skill, anchor, positive): each example with up to ``per_example`` others of its skill."""
+def training_pairs(demos: dict[str, list[str]], per_demo: int, rng: random.Random) -> list[tuple[str, str, str]]:
+    """(skill, anchor, positive): each demonstration with up to ``per_demo`` others of its skill."""
     pairs = []
-    for name in sorted(examples):
-        texts = list(dict.fromkeys(t for t in examples[name] if t.strip()))  # repeated inputs are no positives
+    for name in sorted(demos):
+        texts = list(dict.fromkeys(t for t in demos[name] if t.strip()))  # repeated inputs are no positives
         for i, anchor in enumerate(texts):
             others = texts[:i] + texts[i + 1 :]
-            pairs += [(name, anchor, p) for p in rng.sample(others, min(per_example, len(others)))]
+            pairs += [(name, anchor, p) for p in rng.sample(others, min(per_demo, len(others)))]
     return pairs
 
 
@@ -82,9 +81,9 @@ def distinct_batches(pairs: list[tuple[str, str, str]], size: int, rng: random.R
     return batches
 
 
-def tune_encoder(base: Path, examples: dict[str, list[str]], out: Path, settings: TuningSettings = TuningSettings(),
+def tune_encoder(base: Path, demos: dict[str, list[str]], out: Path, settings: TuningSettings = TuningSettings(),
                  progress: Callable[[int, int, float], None] | None = None) -> TuningResult:
-    """Tune a copy of the encoder in folder ``base`` on ``examples`` (skill -> its example texts)
+    """Tune a copy of the encoder in folder ``base`` on ``demos`` (skill -> demonstration inputs)
     and write it to the folder ``out``. ``progress(step, steps, loss)`` after every step."""
     import torch
     import torch.nn.functional as F
@@ -96,10 +95,10 @@ def tune_encoder(base: Path, examples: dict[str, list[str]], out: Path, settings
         raise RoutingError(f"encoder tuning needs a sentence-transformers folder with mean pooling (as the default "
                            f"all-MiniLM-L6-v2); {base} is not one")
     rng = random.Random(settings.seed)
-    pairs = training_pairs(examples, settings.pairs_per_example, rng)
+    pairs = training_pairs(demos, settings.pairs_per_demo, rng)
     batches = [b for _ in range(settings.epochs) for b in distinct_batches(pairs, settings.batch_size, rng)]
     if not batches:
-        raise RoutingError("encoder tuning needs at least two skills with two different examples each")
+        raise RoutingError("encoder tuning needs at least two skills with two different demonstrations each")
     torch.manual_seed(settings.seed)
     with quiet_loading():
         tokenizer = AutoTokenizer.from_pretrained(base, local_files_only=True)
@@ -137,7 +136,7 @@ def tune_encoder(base: Path, examples: dict[str, list[str]], out: Path, settings
     result = TuningResult(out, len(pairs), n, time.perf_counter() - t0, sum(losses[:tenth]) / tenth,
                           sum(losses[-tenth:]) / tenth, asdict(settings))
     log.info("tuned the encoder on %d pairs of %d skills in %d steps, %.0f s (loss %.3f -> %.3f)", len(pairs),
-             len(examples), n, result.seconds, result.loss_first, result.loss_last)
+             len(demos), n, result.seconds, result.loss_first, result.loss_last)
     return result
 
 

@@ -19,7 +19,7 @@ from skillsoup.routing import Router
 from skillsoup.routing import tune as tune_mod
 from skillsoup.routing.encoder_tuning import TuningSettings, distinct_batches, training_pairs, tune_encoder
 
-FAST = TuningSettings(pairs_per_example=1, batch_size=8, lr=1e-3, epochs=2)
+FAST = TuningSettings(pairs_per_demo=1, batch_size=8, lr=1e-3, epochs=2)
 
 
 def _build_encoder(folder):
@@ -109,22 +109,6 @@ def test_tuned_folder_loads_as_an_encoder_and_the_loss_falls(base_encoder, tmp_p
     assert not np.allclose(base, tuned, atol=1e-3)  # the weights moved
 
 
-def test_labelled_queries_are_split_in_halves_that_cover_every_skill():
-    from skillsoup.routing.metrics import LabelledQuery
-
-    items = [LabelledQuery(f"{s} {i}", s) for s in ("a", "b", "c") for i in range(5)]
-    items += [LabelledQuery(f"none {i}", None) for i in range(4)] + [LabelledQuery("lonely", "d")]
-    learn, judge = tune_mod.split_halves(items)
-    assert sorted(learn + judge, key=lambda q: q.query) == sorted(items, key=lambda q: q.query)
-    assert not {q.query for q in learn} & {q.query for q in judge}
-    for skill, n_learn, n_judge in (("a", 2, 3), ("b", 2, 3), (None, 2, 2), ("d", 0, 1)):  # the odd one is judged
-        assert (sum(q.skill == skill for q in learn), sum(q.skill == skill for q in judge)) == (n_learn, n_judge)
-    assert tune_mod.split_halves(items) == (learn, judge)  # seeded
-    examples = tune_mod.with_queries({"a": ["demo a"], "b": []}, learn)
-    assert examples["a"][0] == "demo a" and {q.query for q in learn if q.skill == "a"} == set(examples["a"][1:])
-    assert set(examples) == {"a", "b"} and len(examples["b"]) == 2  # nulls and unknown skills are no examples
-
-
 # ---- the decision ----------------------------------------------------------------------------
 class _Report:
     def __init__(self, **chosen):
@@ -187,48 +171,12 @@ def test_a_winning_tuned_encoder_is_stored_and_the_whole_index_re_embedded(regis
         assert all(m.name in TOPICS for m in matches)
 
 
-def _spy_tuning(monkeypatch) -> list[dict[str, list[str]]]:
-    calls = []
-    real = tune_mod.tune_encoder
-
-    def spy(base, examples, out, settings, progress=None):
-        calls.append(examples)
-        return real(base, examples, out, settings, progress)
-
-    monkeypatch.setattr(tune_mod, "tune_encoder", spy)
-    return calls
-
-
-def test_the_probe_never_sees_the_queries_that_judge_it_and_the_kept_encoder_learns_them_all(
-        registry_path, labelled, monkeypatch):
-    from skillsoup.routing.metrics import as_labelled
-
-    _force(monkeypatch, "tuned")
-    calls = _spy_tuning(monkeypatch)
-    with SkillRegistry.open(registry_path) as reg:
-        demos = {s.name: {d.input for d in s.demonstrations} for s in make_skills(n_demos=6)}
-        items = as_labelled(labelled, reg.names())
-        report = tune_mod.fit_tuned(Router(reg), labelled, settings=FAST)
-    learn, judge = tune_mod.split_halves(items, FAST.seed)
-    probe, final = ({q for texts in c.values() for q in texts} for c in calls)
-    judged = {q.query for q in judge if q.skill is not None} - {q.query for q in learn}
-    assert judged and not probe & judged  # the judging half is unseen by the probe
-    assert {q.query for q in items if q.skill is not None} | set().union(*demos.values()) == final
-    assert report.judged_on == len(judge) and report.trials[-1].report.n == len(judge)
-    assert report.fit.n == len(items) and report.tuning.pairs > report.probe.pairs
-    record = json.loads((encoders.folder_of(registry_path, report.encoder) / "tuning.json").read_text())
-    assert record["labelled_queries"] == sum(q.skill is not None for q in items) and record["judged_on"] == len(judge)
-    assert record["probe"]["steps"] == report.probe.steps and record["steps"] == report.tuning.steps
-
-
 def test_a_losing_tuned_encoder_leaves_the_registry_as_it_was(registry_path, labelled, monkeypatch):
     _force(monkeypatch, "current")
     with SkillRegistry.open(registry_path) as reg:
         before, name = _index_vectors(reg), reg.embedder.name
-        calls = _spy_tuning(monkeypatch)
         report = tune_mod.fit_tuned(Router(reg), labelled, settings=FAST)
         assert report.kept == "current" and report.reembedded == 0 and reg.embedder.name == name
-        assert len(calls) == 1 and report.tuning is None  # no final tuning for an encoder not kept
         after = _index_vectors(reg)
     assert all(np.array_equal(before[k][0], after[k][0]) for k in before)
     assert not list((registry_path / "encoders").iterdir())  # the candidate is gone
