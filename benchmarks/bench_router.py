@@ -7,7 +7,8 @@ none are captured). Each query is real text embedded by the registry's embedder,
 includes the query embedding, as a user sees it.
 
 Policies timed: ``max``, ``max_skill_row`` and ``classifier`` (a skill classifier over all N skills,
-as ``skillsoup fit`` stores it).
+as ``skillsoup fit`` stores it), each with the query encoder on ONNX Runtime (the default) and on
+torch (the reference, ``SKILLSOUP_EMBED_IMPL=ref``), interleaved in one run.
 
 Part 2, one answer end to end on a small model (a demo-sized random Mamba: hidden 256, 4 layers,
 character vocabulary; or --model DIR), split into route, load/mix, prefill, first token and decode.
@@ -154,6 +155,18 @@ def answer_parts(model_dir: str | None, n_answers: int, new_tokens: int, tmp: Pa
     return rows
 
 
+def print_ratios(rows: list[tuple[str, float, float]], impls: list[str]) -> None:
+    """Per policy: how much faster the first implementation's route and embedding are than the others'."""
+    times = {name: (p50, p95) for name, p50, p95 in rows}
+    print(f"\n| {'policy':14} | {'part':6} | " + " | ".join(f"{i} p50 / p95" for i in impls)
+          + " | " + " | ".join(f"{i} / {impls[0]} (p50)" for i in impls[1:]) + " |")
+    for policy in ("max", "max_skill_row", "classifier"):
+        for part in ("route", "embed"):
+            cells = [times[f"route[{policy}, {impl}] {part}"] for impl in impls]
+            print(f"| {policy:14} | {part:6} | " + " | ".join(f"{a:.1f} / {b:.1f} ms" for a, b in cells) + " | "
+                  + " | ".join(f"{c[0] / cells[0][0]:.2f}x" for c in cells[1:]) + " |")
+
+
 def main(argv: list[str] | None = None) -> list[tuple[str, float, float]]:
     parser = argparse.ArgumentParser(description="route latency at scale and answer time split into parts")
     parser.add_argument("--skills", type=int, default=10_000)
@@ -164,6 +177,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, float, float]]:
     parser.add_argument("--rows-max-age", type=float, default=1.0,
                         help="seconds the registry may answer skill rows from memory: 1 as `skillsoup serve` (a "
                              "long-lived process), 0 reads them every time (a one-shot CLI call)")
+    parser.add_argument("--impls", default="onnx,ref", help="query encoder implementations to time, in turn")
     parser.add_argument("--keep", type=Path, help="build the index here once and reuse it on later runs")
     parser.add_argument("--model", help="checkpoint for part 2 (default: a demo-sized random Mamba)")
     parser.add_argument("--answers", type=int, default=20)
@@ -174,21 +188,29 @@ def main(argv: list[str] | None = None) -> list[tuple[str, float, float]]:
 
     torch.set_num_threads(args.threads)
     tmp = Path(tempfile.mkdtemp(prefix="bench-router-"))
+    impl_before = os.environ.get("SKILLSOUP_EMBED_IMPL")
     try:
         path = args.keep or tmp / "registry"
         built = 0.0
         if not (path / "chroma" / "chroma.sqlite3").is_file():
             built = build_index(path, args.skills, args.demos, args.embedder)
         rows: list[tuple[str, float, float]] = []
+        impls = [impl.strip() for impl in args.impls.split(",") if impl.strip()]
         for policy in ("max", "max_skill_row", "classifier"):
-            parts = route_latency(path, args.queries, policy, args.rows_max_age)
-            for key, values in parts.items():
-                rows.append((f"route[{policy}] {key}", pct(values, 50), pct(values, 95)))
+            for impl in impls:
+                os.environ["SKILLSOUP_EMBED_IMPL"] = impl
+                parts = route_latency(path, args.queries, policy, args.rows_max_age)
+                for key, values in parts.items():
+                    rows.append((f"route[{policy}, {impl}] {key}", pct(values, 50), pct(values, 95)))
+        os.environ["SKILLSOUP_EMBED_IMPL"] = impls[0]
         answer = answer_parts(args.model, args.answers, args.new_tokens, tmp, args.embedder)
         for key, values in answer.items():
             rows.append((f"answer {key}", statistics.median(values), pct(values, 95)))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        os.environ.pop("SKILLSOUP_EMBED_IMPL", None)
+        if impl_before is not None:
+            os.environ["SKILLSOUP_EMBED_IMPL"] = impl_before
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"\n{args.skills:,} skills x {args.demos} demonstrations, embedder {args.embedder}, torch threads "
@@ -200,6 +222,8 @@ def main(argv: list[str] | None = None) -> list[tuple[str, float, float]]:
         print(f"| {name:36} | {p50:6.1f} {unit:<2} | {p95:6.1f} {unit:<2} |".replace("tok/s ", "tok/s"))
     print("route = embed + retrieve + decide (+ overhead); answer parts from SkillSoup.answer timings "
           f"({args.new_tokens} new tokens, top 2 skills mixed)")
+    if len(impls) > 1:
+        print_ratios(rows, impls)
     if load > 0.5 * (os.cpu_count() or 1):
         print(f"note: load average {load:.1f}: other jobs share the cores, so these times are inflated; "
               "re-run on a quiet machine for the latency goal (route p50 <= 15 ms, p95 <= 30 ms at 10,000 skills)")

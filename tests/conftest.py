@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+# encoder exports (skillsoup/embedding/onnx_export.py) go to one folder per test session, shared with the
+# CLI and server processes the tests start, never to the user's cache
+os.environ.setdefault("SKILLSOUP_ENCODER_CACHE", tempfile.mkdtemp(prefix="skillsoup-encoders-"))
 
 
 @pytest.fixture(scope="session")

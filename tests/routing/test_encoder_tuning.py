@@ -11,6 +11,7 @@ import shutil
 
 import numpy as np
 import pytest
+from helpers import build_sentence_encoder
 from synthetic import FILLER, TOPICS, UNRELATED, make_labelled, make_skills, write_jsonl
 
 from skillsoup.errors import LabelledDataError, ModelLoadError, RoutingError
@@ -23,29 +24,9 @@ FAST = TuningSettings(pairs_per_demo=1, batch_size=8, lr=1e-3, epochs=2)
 
 
 def _build_encoder(folder):
-    """A sentence-transformers folder (BERT -> mean pooling -> normalize) with random weights."""
-    import torch
-    from transformers import BertConfig, BertModel, BertTokenizer
-
-    words = sorted({w for v in TOPICS.values() for w in v.split()} | set(FILLER) | set(UNRELATED)
-                   | set(" ".join(TOPICS).split()) | {"the", "skill"})
-    folder.mkdir(parents=True)
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ":"] + words
-    BertTokenizer(vocab={w: i for i, w in enumerate(vocab)}).save_pretrained(folder)
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(words) + 6, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=64)
-    BertModel(config).save_pretrained(folder)
-    (folder / "modules.json").write_text(json.dumps([
-        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-        {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]))
-    (folder / "1_Pooling").mkdir()
-    (folder / "1_Pooling" / "config.json").write_text(json.dumps({
-        "word_embedding_dimension": 32, "pooling_mode_mean_tokens": True, "pooling_mode_cls_token": False,
-        "pooling_mode_max_tokens": False, "pooling_mode_mean_sqrt_len_tokens": False}))
-    (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 64, "do_lower_case": False}))
-    return folder
+    words = ({w for v in TOPICS.values() for w in v.split()} | set(FILLER) | set(UNRELATED)
+             | set(" ".join(TOPICS).split()) | {"the", "skill"})
+    return build_sentence_encoder(folder, words)
 
 
 @pytest.fixture(scope="module")

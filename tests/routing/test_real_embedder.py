@@ -35,22 +35,35 @@ def test_default_embedder_routes_paraphrases_and_abstains_on_unrelated(tmp_path,
 
 
 @pytest.mark.slow
-def test_the_mean_pooled_encoder_gives_sentence_transformers_embeddings(tmp_path):
-    """The default embedder runs on transformers alone (MeanPooledEncoder); sentence-transformers is
-    its reference and must agree on stripped, long (truncated at 256 tokens), empty-ish and non-ASCII text."""
+def test_the_mean_pooled_encoders_give_sentence_transformers_embeddings(tmp_path, monkeypatch):
+    """The default embedder runs on ONNX Runtime (OnnxEncoder), else on transformers alone
+    (MeanPooledEncoder); sentence-transformers is the reference both must agree with on stripped, long
+    (truncated at 256 tokens), empty-ish and non-ASCII text."""
     import json
 
     import numpy as np
 
-    from skillsoup.embedding import MeanPooledEncoder, TextEmbedder, _default_source, _load_sentence_transformer
+    from skillsoup import embedding
+    from skillsoup.embedding import (
+        MeanPooledEncoder,
+        OnnxEncoder,
+        TextEmbedder,
+        _default_source,
+        _load_sentence_transformer,
+    )
 
     texts = ["  set a timer for ten minutes  ", "x", "word " * 400, "Ünïcödé çafé — 北京", "convert 3 km to meters"]
-    fast = TextEmbedder()
-    assert isinstance(fast.model, MeanPooledEncoder) and fast.dim == 384
     reference = _load_sentence_transformer(_default_source(), "cpu", True)
     expected = reference.encode(texts, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+    fast = TextEmbedder()
+    assert isinstance(fast.model, OnnxEncoder) and fast.dim == 384
     np.testing.assert_allclose(fast.embed(texts), expected, atol=1e-6)
     assert fast.embed(texts[:1]).shape == (1, 384) and fast.embed([]).shape == (0, 384)
+    monkeypatch.setenv("SKILLSOUP_EMBED_IMPL", "ref")
+    monkeypatch.setattr(embedding, "_MODELS", {})
+    torch_only = TextEmbedder()
+    assert isinstance(torch_only.model, MeanPooledEncoder) and torch_only.dim == 384
+    np.testing.assert_allclose(torch_only.embed(texts), expected, atol=1e-6)
     # a pipeline it does not reproduce (CLS pooling) goes to sentence-transformers
     folder = tmp_path / "cls"
     (folder / "1_Pooling").mkdir(parents=True)

