@@ -5,6 +5,8 @@ Every default can be overridden by an argument; environment variables come next:
     SKILLSOUP_MODEL         default model folder or hub id (default: the demo model shipped in the package)
     SKILLSOUP_EMBEDDER      sentence-transformers name or path for new registries (default: all-MiniLM-L6-v2)
     SKILLSOUP_LOCK_TIMEOUT  seconds a writer waits for the registry lock (default: 5)
+    SKILLSOUP_EMBED_IMPL    query encoder: auto (ONNX Runtime, else torch), onnx or ref (skillsoup/embedding)
+    SKILLSOUP_ENCODER_CACHE where encoder exports are cached (skillsoup/embedding/onnx_export.py)
 """
 
 from __future__ import annotations
