@@ -45,7 +45,7 @@ def version_line() -> str:
         except metadata.PackageNotFoundError:
             return f"{name} not installed"
 
-    deps = ", ".join(installed(n) for n in ("torch", "transformers", "chromadb"))
+    deps = ", ".join(installed(n) for n in ("torch", "transformers", "chromadb", "onnxruntime"))
     return f"skillsoup {__version__} ({deps}; Python {sys.version.split()[0]})"
 
 
