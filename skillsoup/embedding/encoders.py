@@ -26,6 +26,7 @@ from skillsoup.embedding.onnx_export import OnnxUnavailable
 
 log = logging.getLogger(__name__)
 PROBES = ["set a timer for ten minutes", "x", "Ünïcödé çafé — 北京", "convert 3 km to meters please " * 40]
+MAX_ERROR = 1e-4  # largest |onnx - reference| accepted per vector component on PROBES (seen: ~1e-7)
 
 
 class SentenceTokenizer:
@@ -143,7 +144,7 @@ class OnnxEncoder:
             want = reference.encode(PROBES)
             padded, alone = fast.encode(PROBES), np.concatenate([fast.encode([text]) for text in PROBES])
             error = float(max(np.abs(padded - want).max(), np.abs(alone - want).max()))
-            if not error <= onnx_export.MAX_ERROR:
+            if not error <= MAX_ERROR:
                 raise OnnxUnavailable(f"the ONNX export of {folder} differs from the reference by {error:.1e}")
 
     def get_sentence_embedding_dimension(self) -> int:

@@ -1,10 +1,10 @@
-"""Export a mean-pooled sentence encoder to ONNX once, check it, cache it, open it with ONNX Runtime.
+"""Export a mean-pooled sentence encoder to ONNX, cache the file, open it with ONNX Runtime.
 
 The cache file is named by a key over the folder's files (names, sizes, modification times), the
 torch version and :data:`EXPORT_FORMAT`: a tuned encoder (a new folder) or changed weights get their
-own export, and nothing is ever read back from a stale one. An export is kept only when it agrees with
-the reference encoder on probe texts (padding, truncation, non-ASCII); it is written to a temporary
-file and renamed, so two processes exporting at once both end with a whole file.
+own export, and nothing is ever read back from a stale one. An export is written to a temporary file
+(:func:`staging`) and renamed only once :meth:`skillsoup.embedding.encoders.OnnxEncoder.export` has
+checked it against the reference, so two processes exporting at once both end with a whole file.
 
     SKILLSOUP_ENCODER_CACHE   where exports live (default: platformdirs user_cache_dir("skillsoup")/onnx_encoders)
 """
@@ -23,7 +23,6 @@ log = logging.getLogger(__name__)
 
 EXPORT_FORMAT = 1  # bump when the exported graph changes, so old cache files are not used
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")  # the order of MeanPooled.forward
-MAX_ERROR = 1e-4  # largest |onnx - reference| accepted per vector component (seen: ~1e-7)
 
 
 class OnnxUnavailable(Exception):

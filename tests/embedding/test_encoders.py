@@ -14,7 +14,7 @@ import pytest
 from helpers import build_sentence_encoder
 
 from skillsoup import embedding
-from skillsoup.embedding import MeanPooledEncoder, OnnxEncoder, TextEmbedder, onnx_export
+from skillsoup.embedding import MeanPooledEncoder, OnnxEncoder, TextEmbedder, encoders
 from skillsoup.embedding.onnx_export import OnnxUnavailable
 from skillsoup.errors import ModelLoadError
 
@@ -89,7 +89,7 @@ def test_a_broken_cache_file_is_exported_again(encoder_dir, tmp_path, caplog):
 
 def test_an_export_that_disagrees_with_the_reference_is_refused_and_not_kept(encoder_dir, tmp_path, monkeypatch,
                                                                            caplog):
-    monkeypatch.setattr(onnx_export, "MAX_ERROR", -1.0)
+    monkeypatch.setattr(encoders, "MAX_ERROR", -1.0)
     with pytest.raises(OnnxUnavailable, match="differs from the reference"):
         OnnxEncoder.load(encoder_dir)
     assert _cached(tmp_path) == []  # no partial file left
