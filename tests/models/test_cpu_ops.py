@@ -95,10 +95,13 @@ def test_selective_scan_takes_the_reference_path_under_autograd():
     assert u.grad is not None and torch.isfinite(u.grad).all()
 
 
-def test_selective_state_update_equals_reference():
+# state sizes off the vector (5), below it and packed several channels to a vector (4, 8: the demo
+# model's; with a channel tail when d is not a multiple of the channels per vector), one vector (16)
+@pytest.mark.parametrize("d,n", [(21, 5), (21, 8), (35, 4), (32, 8), (21, 16)])
+def test_selective_state_update_equals_reference(d, n):
     g = torch.Generator().manual_seed(0)
     r = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
-    b, d, n = 3, 21, 5
+    b = 3
     xz = r(b, 2 * d)  # x and z as column slices of one row, as in_proj gives them
     args = (r(b, d, n), xz[:, :d], r(b, d) * 3, -torch.exp(r(d, n)), r(b, n), r(b, n))
     kw = dict(D=r(d), z=xz[:, d:], dt_bias=r(d), dt_softplus=True)
@@ -158,19 +161,19 @@ def test_ssd_state_update_equals_reference():
     assert_close("state", s, s_ref, RATIO)
 
 
-@pytest.mark.parametrize("arch", ["mamba", "mamba2"])
-def test_fused_decode_step_equals_the_mixers_step(arch):
+@pytest.mark.parametrize("arch,n", [("mamba", 6), ("mamba", 8), ("mamba2", 6)])
+def test_fused_decode_step_equals_the_mixers_step(arch, n):
     from transformers import Mamba2ForCausalLM, MambaForCausalLM
 
     torch.manual_seed(0)
-    # channel counts off the 16-channel block; Mamba-2: 10 heads of 8
-    cfg = tiny_config(arch, hidden_size=40, state_size=6, **({} if arch == "mamba" else {"num_heads": 10}))
+    # channel counts off the 16-channel block; Mamba-2: 10 heads of 8; Mamba-1 with 8 states: packed
+    cfg = tiny_config(arch, hidden_size=40, state_size=n, **({} if arch == "mamba" else {"num_heads": 10}))
     model = (MambaForCausalLM if arch == "mamba" else Mamba2ForCausalLM)(cfg).eval()
     mixer = model.backbone.layers[1].mixer
     fused, ref = (cpu_steps.mamba1_step, cpu_steps.mamba1_step_ref) if arch == "mamba" else (
         cpu_steps.mamba2_step, cpu_steps.mamba2_step_ref)
     conv_shape = (mixer.intermediate_size if arch == "mamba" else mixer.conv_dim, mixer.conv_kernel_size)
-    ssm_shape = (mixer.intermediate_size, 6) if arch == "mamba" else (mixer.num_heads, mixer.head_dim, 6)
+    ssm_shape = (mixer.intermediate_size, n) if arch == "mamba" else (mixer.num_heads, mixer.head_dim, n)
     hidden, conv, ssm = torch.randn(2, 40), torch.randn(2, *conv_shape), torch.randn(2, *ssm_shape)
     with torch.no_grad():
         out, conv_new, ssm_new = fused(mixer, hidden, conv, ssm)

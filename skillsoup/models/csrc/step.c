@@ -57,12 +57,12 @@ static void softplus_bias(float *dt, const float *src, const float *bias, int so
     }
 }
 
-/* One Mamba-1 token for channels [0, d) of one row; dt already has its bias and softplus.
- * h_out[c] = exp(dt_c A[c]) h_in[c] + dt_c x_c B;  y_c = (h_out[c] . C + D_c x_c) silu(z_c). */
-static void m1_update(int64_t d, int64_t n, const float *x, const float *dt, const float *z,
-                      const float *B, const float *C, const float *A, const float *D,
-                      const float *h_in, float *h_out, float *y) {
-    for (int64_t c = 0; c < d; c++) {
+/* Channels [c0, c1) of one Mamba-1 token, one channel at a time, its n states along the vector
+ * (w < VL lanes of the last vector when n is not a multiple of VL).
+ * h_out[c] = exp(dt_c A[c]) h_in[c] + dt_c x_c B;  y_c = h_out[c] . C + D_c x_c. */
+static void m1_channels(int64_t c0, int64_t c1, int64_t n, const float *x, const float *dt, const float *B,
+                        const float *C, const float *A, const float *D, const float *h_in, float *h_out, float *y) {
+    for (int64_t c = c0; c < c1; c++) {
         const vf dtv = splat(dt[c] * 1.44269504088896341f), du = splat(dt[c] * x[c]);
         vf acc = splat(0.0f);
         for (int64_t j = 0; j < n; j += VL) {
@@ -74,6 +74,64 @@ static void m1_update(int64_t d, int64_t n, const float *x, const float *dt, con
         }
         y[c] = hsum(acc) + (D ? D[c] * x[c] : 0.0f);
     }
+}
+
+/* The sum of lanes [q0 * 4, (q0 + nq) * 4) of v: its 128-bit quarters q0.. added, then four lanes */
+INLINE float quarters_sum(vf v, int q0, int nq) {
+    typedef float vq __attribute__((vector_size(4 * sizeof(float))));
+    vq s, part;
+    memcpy(&s, (const char *)&v + q0 * sizeof s, sizeof s);
+    for (int q = 1; q < nq; q++) {
+        memcpy(&part, (const char *)&v + (q0 + q) * sizeof part, sizeof part);
+        s += part;
+    }
+    return (s[0] + s[2]) + (s[1] + s[3]);
+}
+
+/* m1_channels for a state size n below the vector width (n a multiple of 4 dividing VL: the demo
+ * model's 8 states under AVX-512): g = VL / n channels share one vector, so A, h_in and h_out are
+ * whole-vector loads and stores (their [c, n] rows are contiguous), where lane-by-lane partial
+ * vectors cost three times the whole update. Channels [0, d - d % g); returns where it stopped. */
+static int64_t m1_channels_packed(int64_t d, int64_t n, const float *x, const float *dt, const float *B,
+                                  const float *C, const float *A, const float *D, const float *h_in,
+                                  float *h_out, float *y) {
+    const int64_t g = VL / n;
+    vf Bv, Cv;
+    vi lane_channel; /* which of the g channels a lane belongs to */
+    for (int l = 0; l < VL; l++) {
+        Bv[l] = B[l % n];
+        Cv[l] = C[l % n];
+        lane_channel[l] = (int32_t)(l / n);
+    }
+    int64_t c = 0;
+    for (; c + g <= d; c += g) {
+        vf dtv = splat(dt[c] * 1.44269504088896341f), du = splat(dt[c] * x[c]);
+        for (int64_t i = 1; i < g; i++) {
+            const vi mine = lane_channel == (vi){0} + (int32_t)i;
+            dtv = blend(mine, splat(dt[c + i] * 1.44269504088896341f), dtv);
+            du = blend(mine, splat(dt[c + i] * x[c + i]), du);
+        }
+        vf a, h;
+        memcpy(&a, A + c * n, sizeof a);
+        memcpy(&h, h_in + c * n, sizeof h);
+        h = v_exp2(dtv * a) * h + du * Bv;
+        memcpy(h_out + c * n, &h, sizeof h);
+        const vf hc = h * Cv;
+        for (int64_t i = 0; i < g; i++)
+            y[c + i] = quarters_sum(hc, (int)(i * n / 4), (int)(n / 4)) + (D ? D[c + i] * x[c + i] : 0.0f);
+    }
+    return c;
+}
+
+/* One Mamba-1 token for channels [0, d) of one row; dt already has its bias and softplus.
+ * h_out[c] = exp(dt_c A[c]) h_in[c] + dt_c x_c B;  y_c = (h_out[c] . C + D_c x_c) silu(z_c). */
+static void m1_update(int64_t d, int64_t n, const float *x, const float *dt, const float *z,
+                      const float *B, const float *C, const float *A, const float *D,
+                      const float *h_in, float *h_out, float *y) {
+    int64_t c = 0;
+    if (n < VL && VL % n == 0 && n % 4 == 0)
+        c = m1_channels_packed(d, n, x, dt, B, C, A, D, h_in, h_out, y);
+    m1_channels(c, d, n, x, dt, B, C, A, D, h_in, h_out, y);
     if (z)
         for (int64_t j = 0; j < d; j += VL) storev(y + j, loadv(y + j, d - j) * v_silu(loadv(z + j, d - j)), d - j);
 }
