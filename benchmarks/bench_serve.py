@@ -128,13 +128,15 @@ class Server:
             self._proc.wait(60)
 
 
-async def _one(client, url: str, query: tuple[str, str], max_tokens: int, pinned: bool) -> tuple[float, float, int]:
-    """(TTFT s, latency s, completion tokens) of one streamed request: routed, or pinned to its skill."""
+async def _one(client, url: str, query: tuple[str, str], max_tokens: int, pinned: bool
+               ) -> tuple[float, float, int, int]:
+    """(TTFT s, latency s, completion tokens, chunks with text) of one streamed request: routed, or
+    pinned to its skill. A busy server sends several tokens in a chunk."""
     model = f"skillsoup/{query[1]}" if pinned else "skillsoup"
     body = {"model": model, "messages": [{"role": "user", "content": query[0]}], "max_tokens": max_tokens,
             "stream": True, "stream_options": {"include_usage": True}}
     t0 = time.perf_counter()
-    ttft, tokens = None, 0
+    ttft, tokens, chunks = None, 0, 0
     async with client.stream("POST", url + "/v1/chat/completions", json=body) as reply:
         if reply.status_code != 200:
             raise RuntimeError(f"HTTP {reply.status_code}: {(await reply.aread())[:300]!r}")
@@ -144,12 +146,13 @@ async def _one(client, url: str, query: tuple[str, str], max_tokens: int, pinned
             chunk = json.loads(line[6:])
             if "error" in chunk:
                 raise RuntimeError(chunk["error"]["message"])
-            if ttft is None and chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
-                ttft = time.perf_counter() - t0
+            if chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
+                chunks += 1
+                ttft = time.perf_counter() - t0 if ttft is None else ttft
             if chunk.get("usage"):
                 tokens = chunk["usage"]["completion_tokens"]
     latency = time.perf_counter() - t0
-    return (ttft if ttft is not None else latency), latency, tokens
+    return (ttft if ttft is not None else latency), latency, tokens, chunks
 
 
 async def run_level(url: str, clients: int, queries: list[tuple[str, str]], n_requests: int, max_tokens: int,
@@ -158,7 +161,7 @@ async def run_level(url: str, clients: int, queries: list[tuple[str, str]], n_re
 
     order = [queries[(start + i) % len(queries)] for i in range(n_requests)]
     per_client = [order[i::clients] for i in range(clients)]
-    results: list[tuple[float, float, int]] = []
+    results: list[tuple[float, float, int, int]] = []
     limits = httpx.Limits(max_connections=clients + 4, max_keepalive_connections=clients + 4)
     async with httpx.AsyncClient(timeout=300, limits=limits) as client:
         async def worker(mine: list[str]) -> None:
@@ -172,6 +175,7 @@ async def run_level(url: str, clients: int, queries: list[tuple[str, str]], n_re
     tokens = sum(r[2] for r in results)
     return {"clients": clients, "requests": len(results), "seconds": elapsed, "req_s": len(results) / elapsed,
             "tok_s": tokens / elapsed, "tokens_per_answer": tokens / len(results),
+            "chunks_per_answer": sum(r[3] for r in results) / len(results),
             "ttft_p50_ms": 1000 * statistics.median(ttfts), "ttft_p95_ms": 1000 * _quantile(ttfts, 0.95),
             "latency_p50_ms": 1000 * statistics.median(r[1] for r in results)}
 
@@ -231,13 +235,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
           f"max_tokens {args.max_tokens}, {len(queries)} {'pinned' if args.pinned else 'routed'} demo queries, "
           f"median of {args.rounds} round(s)")
     print("| clients | requests | req/s | tokens/s | x one at a time | TTFT p50 ms | TTFT p95 ms | latency p50 ms "
-          "| tokens/answer | mean batch | server CPU ms/request | server cores |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| tokens/answer | chunks/answer | mean batch | server CPU ms/request | server cores |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         ratio = f"{r['tok_s'] / base:.1f}x" if base else "-"
         print(f"| {r['clients']:.0f} | {r['requests']:.0f} | {r['req_s']:.1f} | {r['tok_s']:.0f} | {ratio} | "
               f"{r['ttft_p50_ms']:.0f} | {r['ttft_p95_ms']:.0f} | {r['latency_p50_ms']:.0f} | "
-              f"{r['tokens_per_answer']:.1f} | {r['mean_batch']:.1f} | {r['cpu_ms_per_request']:.0f} | "
+              f"{r['tokens_per_answer']:.1f} | {r['chunks_per_answer']:.1f} | {r['mean_batch']:.1f} | {r['cpu_ms_per_request']:.0f} | "
               f"{r['server_cores']:.2f} |")
     print(f"load average (1, 5, 15 min): before {_load(load_before)}, after {_load(load_after)}; "
           "on a shared machine re-run quietly before quoting absolute numbers")

@@ -105,6 +105,8 @@ def test_bench_serve_runs_on_a_tiny_load(capsys):
                              "--per-client", "2", "--min-requests", "2", "--max-tokens", "8"])
     out = capsys.readouterr().out
     assert [r["clients"] for r in rows] == [1, 2] and all(r["tok_s"] > 0 and r["requests"] >= 2 for r in rows)
+    # a chunk carries one token or more (the held-back tail of a stop string may add one)
+    assert all(0 < r["chunks_per_answer"] <= r["tokens_per_answer"] + 1 for r in rows)
     assert "| 2 | 4 |" in out and "load average" in out and "x one at a time" in out
 
 

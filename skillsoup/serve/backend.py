@@ -30,7 +30,7 @@ from typing import AsyncIterator, Callable
 from skillsoup.runtime import Plan, Prepared, SkillSoup
 from skillsoup.serve.engine import Engine, EngineConfig, Job
 from skillsoup.serve.errors import busy, timed_out
-from skillsoup.serve.events import Done, Event, Failed
+from skillsoup.serve.events import Done, Event, Failed, Piece
 from skillsoup.serve.protocol import RequestSpec
 
 log = logging.getLogger(__name__)
@@ -108,13 +108,18 @@ def mailbox(loop: asyncio.AbstractEventLoop) -> Mailbox:
 
 
 class EventStream:
-    """One request's events, delivered from any thread onto the event loop that reads them."""
+    """One request's events, delivered from any thread onto the event loop that reads them.
+
+    Pieces that wait together are read as one: a reader that falls behind the engine (a busy event
+    loop, a slow client) gets the text decoded since its last read in one event, so a busy server
+    writes one chunk, not one per token, and catches up instead of falling further behind."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop):
         self._mailbox = mailbox(loop)
         self._queue: asyncio.Queue = asyncio.Queue()
         self.job: Job | None = None
         self._ended = False
+        self._held: list = []  # an event (or the cancel mark, None) read while joining pieces: next out
 
     def emit(self, event: Event) -> None:
         self._mailbox.post(self._queue, event)
@@ -128,11 +133,24 @@ class EventStream:
 
     async def __aiter__(self) -> AsyncIterator[Event]:
         while not self._ended:
-            event = await self._queue.get()
+            event = self._held.pop() if self._held else await self._queue.get()
+            if isinstance(event, Piece):
+                event = self._join(event)
             if event is None or isinstance(event, (Done, Failed)):
                 self._ended = True
             if event is not None:
                 yield event
+
+    def _join(self, first: Piece) -> Piece:
+        """``first`` and the pieces queued right behind it, as one piece."""
+        texts = [first.text]
+        while not self._queue.empty():
+            event = self._queue.get_nowait()
+            if not isinstance(event, Piece):
+                self._held.append(event)
+                break
+            texts.append(event.text)
+        return first if len(texts) == 1 else Piece("".join(texts))
 
 
 @dataclass

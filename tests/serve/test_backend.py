@@ -6,7 +6,7 @@ import asyncio
 import threading
 
 from skillsoup.serve.backend import EventStream, mailbox
-from skillsoup.serve.events import Done, Piece
+from skillsoup.serve.events import Done, Failed, Piece
 
 
 def test_events_from_another_thread_arrive_in_order_and_share_wake_ups():
@@ -29,9 +29,47 @@ def test_events_from_another_thread_arrive_in_order_and_share_wake_ups():
         thread = threading.Thread(target=engine)
         thread.start()
         thread.join()  # the loop is busy meanwhile (as it is serving HTTP): the events wait in the mailbox
-        texts = ["".join([e.text async for e in s if isinstance(e, Piece)]) for s in streams]
+        async def text(s):
+            return "".join([e.text async for e in s if isinstance(e, Piece)])
+        texts = [await asyncio.wait_for(text(s), 5) for s in streams]  # a lost end fails, not hangs
         return texts, len(wakeups)
 
     texts, wakeups = asyncio.run(main())
     assert texts == ["".join(f"{i}:{step} " for step in range(50)) for i in range(4)]
     assert wakeups == 1  # 204 events posted while one delivery was pending rode along with it
+
+
+def test_pieces_waiting_together_are_read_as_one_and_nothing_after_them_is_lost():
+    async def read(stream):  # a lost end would hang: fail instead
+        async def all_events():
+            return [e async for e in stream]
+        return await asyncio.wait_for(all_events(), 5)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        busy, slow, left = EventStream(loop), EventStream(loop), EventStream(loop)
+        for s in (busy, left):  # a reader behind the engine: three pieces wait, then the end
+            for text in ("a", "b", "c"):
+                s.emit(Piece(text))
+        busy.emit(Done("stop", 1, 3, {}))
+        await asyncio.sleep(0)  # the mailbox delivers
+        left.cancel()  # the client left with pieces still queued: the reader still ends
+        events = await read(busy)
+        assert [type(e) for e in events] == [Piece, Done] and events[0].text == "abc"
+        assert [e.text for e in await read(left)] == ["abc"]
+        # a reader keeping up gets each piece as it comes
+        pieces = []
+
+        async def reader():
+            async for e in slow:
+                pieces.append(e)
+
+        task = asyncio.create_task(reader())
+        for text in ("x", "y"):
+            slow.emit(Piece(text))
+            await asyncio.sleep(0.01)
+        slow.emit(Failed("timeout", "late"))
+        await asyncio.wait_for(task, 5)
+        assert [getattr(e, "text", e.kind) for e in pieces] == ["x", "y", "failed"]
+
+    asyncio.run(main())
