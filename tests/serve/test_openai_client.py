@@ -90,7 +90,9 @@ def test_streamed_chat_equals_the_whole_answer(demo_server):
     assert chunks[0].choices[0].delta.role == "assistant" and chunks[0].skillsoup["skills"][0]["name"] == "timer-call"
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == _chat(client, query).choices[0].message.content == "timer(minutes=5)"
-    assert len([c for c in chunks if c.choices and c.choices[0].delta.content]) > 1  # it really streamed
+    # text chunks: one per token while the reader keeps up, fewer when tokens wait together (a fast
+    # engine, a busy loop); tests/serve/test_backend.py checks both ways
+    assert 1 <= len([c for c in chunks if c.choices and c.choices[0].delta.content]) <= chunks[-1].usage.completion_tokens
     finals = [c for c in chunks if c.choices and c.choices[0].finish_reason]
     assert [c.choices[0].finish_reason for c in finals] == ["stop"]
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens > 0
