@@ -54,7 +54,21 @@ class RegistryReadOnlyError(RegistryError):
 
 
 class SkillNotFoundError(RegistryError):
-    """A skill name is not in the registry."""
+    """A skill name is not in the registry. ``names``: the names asked for (for messages that suit
+    another caller, such as the HTTP server)."""
+
+    def __init__(self, message: str, names: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.names = tuple(names)
+
+
+class SkillConflictError(RegistryError):
+    """A skill being added has the name of a stored skill with other content, and replacing was not
+    asked for. ``names``: the conflicting names."""
+
+    def __init__(self, message: str, names: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.names = tuple(names)
 
 
 class RoutingError(SkillsoupError):
@@ -62,7 +76,11 @@ class RoutingError(SkillsoupError):
 
 
 class UnknownSkillError(RoutingError):
-    """A skill named in a request (pinned) is not in the registry."""
+    """A skill named in a request (pinned) is not in the registry. ``names``: the names asked for."""
+
+    def __init__(self, message: str, names: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.names = tuple(names)
 
 
 class PolicyError(RoutingError):

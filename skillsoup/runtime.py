@@ -323,7 +323,7 @@ class SkillSoup:
             raise RoutingError(f"a skill is pinned twice in {names}; give each once")
         for name, w in pairs:
             if not isinstance(name, str) or name not in self.registry:
-                raise UnknownSkillError(f"unknown skill {name!r}; see skillsoup skills list")
+                raise UnknownSkillError(f"unknown skill {name!r}; see skillsoup skills list", (name,))
             if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w <= 0:
                 raise RoutingError(f"the weight of skill {name!r} must be a finite number > 0, got {w!r}")
         total = float(sum(w for _, w in pairs))

@@ -8,14 +8,14 @@ import typer
 from rich.markup import escape
 
 from skillsoup.cli import app
-from skillsoup.cli.common import ChromaUrlOpt, ModelOpt, RegistryOpt, err_console, quiet_libraries
-from skillsoup.errors import ServeError
+from skillsoup.cli.common import ChromaUrlOpt, ModelOpt, RegistryOpt, err_console, one_of, quiet_libraries
+from skillsoup.errors import RegistryError, ServeError
 
 
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on; other than loopback needs an API key.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
     model: ModelOpt = None,
     registry: RegistryOpt = None,
     chroma_url: ChromaUrlOpt = None,
@@ -24,16 +24,17 @@ def serve(
         help="Bearer key clients must send (prefer $SKILLSOUP_API_KEY: a command line is visible to other users).",
     )] = None,
     admin: Annotated[bool, typer.Option("--admin", help="Allow adding and removing skills over HTTP (needs a key).")] = False,
-    max_batch: Annotated[int, typer.Option(help="Requests decoded together.")] = 32,
-    max_queue: Annotated[int, typer.Option(help="Requests waiting beyond the batch; more are answered 429.")] = 64,
-    timeout: Annotated[float, typer.Option(help="Seconds a request may take, from arrival to its last token.")] = 60.0,
-    max_tokens_limit: Annotated[int, typer.Option(help="The most max_tokens a request may ask for.")] = 1024,
-    max_body_bytes: Annotated[int, typer.Option(help="The largest request body.")] = 1 << 20,
-    max_messages: Annotated[int, typer.Option(help="The most chat messages in a request.")] = 64,
-    prefill: Annotated[str, typer.Option(help="auto, parallel or steps (see docs/serve.md).")] = "auto",
+    max_batch: Annotated[int, typer.Option(min=1, help="Requests decoded together.")] = 32,
+    max_queue: Annotated[int, typer.Option(min=0, help="Requests waiting beyond the batch; more are answered 429.")] = 64,
+    timeout: Annotated[float, typer.Option(min=0.001, help="Seconds a request may take, from arrival to its last token.")] = 60.0,
+    max_tokens_limit: Annotated[int, typer.Option(min=1, help="The most max_tokens a request may ask for.")] = 1024,
+    max_body_bytes: Annotated[int, typer.Option(min=1, help="The largest request body.")] = 1 << 20,
+    max_messages: Annotated[int, typer.Option(min=1, help="The most chat messages in a request.")] = 64,
+    prefill: Annotated[str, typer.Option(callback=one_of("auto", "parallel", "steps"),
+                                         help="auto, parallel or steps (see docs/serve.md).")] = "auto",
     threads: Annotated[Optional[int], typer.Option(help="Torch threads for the model (default: half the cores).")] = None,
     ray: Annotated[bool, typer.Option("--ray", help="Run replicas on Ray Serve (pip install 'skillsoup\\[ray]').")] = False,
-    replicas: Annotated[int, typer.Option(help="Ray Serve replicas of the model.")] = 2,
+    replicas: Annotated[int, typer.Option(min=1, help="Ray Serve replicas of the model.")] = 2,
     ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster to join (default: start one on 127.0.0.1).")] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn's log level.")] = "info",
 ) -> None:
@@ -49,11 +50,12 @@ def serve(
                           timeout_s=timeout),
             engine=EngineConfig(max_batch=max_batch, prefill=prefill), max_queue=max_queue, threads=threads,
         )
-    except ValueError as exc:
+    except ValueError as exc:  # the options above are range-checked by the parser already
         raise ServeError(str(exc)) from None
-    if max_queue < 0 or not 0 < port < 65536:
-        raise ServeError("--max-queue must be >= 0 and --port in 1..65535")
     options.check()  # before loading anything: an unsafe address fails at once
+    if registry is not None and chroma_url is None and not admin and not registry.expanduser().exists():
+        raise RegistryError(f"registry {registry} does not exist; check --registry (skillsoup add FILES --registry "
+                            f"{registry} creates one; with --admin, serve starts an empty one to fill over HTTP)")
     quiet_libraries()
 
     def ready(soup) -> None:

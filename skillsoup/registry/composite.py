@@ -23,7 +23,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from skillsoup.errors import RegistryError
+from skillsoup.errors import RegistryError, SkillConflictError
 from skillsoup.registry.store import fp_key
 from skillsoup.registry.values import AddResult
 from skillsoup.skills.recipe import RECIPE_FORMAT, Recipe, RecipePart  # noqa: F401 (re-exported)
@@ -182,8 +182,8 @@ def plan_file_composites(reg: RegistryCore, composites: list[Skill], plain: list
             status = "added" if old is None else "unchanged" if (old.get("content_hash"), old.get("state_hash")) == \
                 (s.content_hash, recipe.state_hash) and old.get(RECIPE_KEY) is not None else "replaced"
             if status == "replaced" and not replace:
-                raise RegistryError(f"skill {s.name!r} already in the registry with different content; add with "
-                                    "--replace to overwrite, or rename")
+                raise SkillConflictError(f"skill {s.name!r} already in the registry with different content; add "
+                                         "with --replace to overwrite, or rename", (s.name,))
             have[s.name] = (s.content_hash, recipe.state_hash)
             out.append((s, recipe, status))
         pending = [s for s in pending if s not in ready]

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from skillsoup.errors import RegistryError, SkillNotFoundError, StateError, StateFileError
+from skillsoup.errors import RegistryError, SkillConflictError, SkillNotFoundError, StateError, StateFileError
 from skillsoup.registry.composite import (
     Recipe,
     add_composite,
@@ -130,7 +130,8 @@ class SkillRegistry:
     def _row(self, name: str) -> SkillRow:
         row = self.index.get_skills([name]).get(name)
         if row is None:
-            raise SkillNotFoundError(f"no skill named {name!r} in registry {self.path}; see skillsoup skills list")
+            raise SkillNotFoundError(f"no skill named {name!r} in registry {self.path}; see skillsoup skills list",
+                                     (name,))
         return row
 
     def get(self, name: str) -> Skill:
@@ -213,10 +214,9 @@ class SkillRegistry:
             plan = [(s, add_status(s, current.get(s.name))) for s in skills]
             conflicts = [s.name for s, status in plan if status == "conflict" and not replace]
             if conflicts:
-                raise RegistryError(
+                raise SkillConflictError(
                     f"skill{'s' if len(conflicts) > 1 else ''} {', '.join(map(repr, conflicts))} already in the registry "
-                    "with different content; add with --replace to overwrite, or rename"
-                )
+                    "with different content; add with --replace to overwrite, or rename", tuple(conflicts))
             mixes = plan_file_composites(self, composites, skills, current, replace)
             plan = [(s, "replaced" if status == "conflict" else status) for s, status in plan]
             state_refs = Counter(m.get("state_hash") for m in current.values())
@@ -344,7 +344,8 @@ class SkillRegistry:
             if names is not None:
                 missing = sorted(set(names) - set(rows))
                 if missing:
-                    raise SkillNotFoundError(f"no skill named {', '.join(map(repr, missing))} in registry {self.path}")
+                    raise SkillNotFoundError(f"no skill named {', '.join(map(repr, missing))} in registry {self.path}",
+                                         tuple(missing))
                 rows = {n: rows[n] for n in names}
             results = []
             # composites last, so they mix their sources' fresh states

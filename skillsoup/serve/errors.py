@@ -1,8 +1,10 @@
 """Errors in OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}`` with an HTTP status.
 
 The library's typed errors map to statuses in one place (:func:`from_library_error`): a skill or model
-that does not exist is 404, an option the library rejects is 422, anything else the library raises is
-a 500 that still says what failed.
+that does not exist is 404, a skill added over one with other content is 409, an option the library
+rejects is 422, anything else the library raises is a 500 that still says what failed. Skill errors are
+told in HTTP terms (which endpoint lists the skills, which body field replaces one), not with the
+CLI's hints or the server's paths.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from skillsoup.errors import (
     GenerationError,
     MixError,
     RoutingError,
+    SkillConflictError,
     SkillFileError,
     SkillNotFoundError,
     SkillsoupError,
@@ -68,7 +71,13 @@ def model_not_found(model: str) -> APIError:
 
 def from_library_error(exc: SkillsoupError) -> APIError:
     if isinstance(exc, (UnknownSkillError, SkillNotFoundError)):
-        return APIError(404, str(exc), code="skill_not_found", param="skills")
+        names = ", ".join(map(repr, exc.names)) or "asked for"
+        return APIError(404, f"no skill {names} on this server; GET /v1/skills (or /v1/models) lists them",
+                        code="skill_not_found", param="skills")
+    if isinstance(exc, SkillConflictError):
+        names = ", ".join(map(repr, exc.names)) or "sent"
+        return APIError(409, f"a skill {names} with other content is already on this server; send "
+                             '"replace": true to overwrite it, or rename it', code="skill_exists", param="replace")
     if isinstance(exc, (RoutingError, MixError, GenerationError, SkillFileError)):
         return invalid(str(exc))
     return server_error(str(exc))

@@ -77,7 +77,7 @@ class StreamOptions(_Strict):
 
 class _Common(_Strict):
     model: str
-    max_tokens: int | None = Field(None, ge=0)
+    max_tokens: int | None = Field(None, ge=1)  # as OpenAI and skillsoup ask -n: an answer has a token
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
     seed: int | None = None
@@ -100,7 +100,7 @@ class _Common(_Strict):
 
 class ChatRequest(_Common):
     messages: list[Message] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(None, ge=0)
+    max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool | None = None
     tools: None = None
     tool_choice: None = None
@@ -178,13 +178,13 @@ def spec_of(request: ChatRequest | CompletionRequest, limits: Limits) -> Request
         raise model_not_found(request.model)
     if router == "none":
         routing, router = False, "text"
-    max_tokens = request.max_tokens
+    max_tokens, field = request.max_tokens, "max_tokens"
     if isinstance(request, ChatRequest) and request.max_completion_tokens is not None:
-        max_tokens = request.max_completion_tokens
+        max_tokens, field = request.max_completion_tokens, "max_completion_tokens"
     if max_tokens is None:
         max_tokens = limits.default_max_tokens
     if max_tokens > limits.max_tokens:
-        raise invalid(f"max_tokens is {max_tokens}; this server allows at most {limits.max_tokens}", "max_tokens")
+        raise invalid(f"{field} is {max_tokens}; this server allows at most {limits.max_tokens}", field)
     stop = [request.stop] if isinstance(request.stop, str) else list(request.stop or [])
     if len(stop) > limits.max_stop or not all(stop):
         raise invalid(f"stop takes at most {limits.max_stop} non-empty strings", "stop")

@@ -259,13 +259,19 @@ class SkillSoupFront:
 
 
 # ---- building and running ---------------------------------------------------------------------------
-def application(options: ServeOptions, replicas: int, replica_cpus: float = 1.0):
-    """The Serve application: the front bound to ``replicas`` replicas."""
+def check_ray_options(options: ServeOptions, replicas: int) -> None:
+    """What a Ray deployment needs, checked before a cluster is started or joined."""
+    options.check()
     if replicas < 1:
         raise ServeError(f"--replicas must be at least 1, got {replicas}")
     if not options.chroma_url:  # an embedded index is not safe to share between processes
         raise ServeError("Ray replicas share the registry through a Chroma server: start one (chroma run --path DIR "
                          "--host 127.0.0.1 --port 8001) and pass --chroma-url http://127.0.0.1:8001")
+
+
+def application(options: ServeOptions, replicas: int, replica_cpus: float = 1.0):
+    """The Serve application: the front bound to ``replicas`` replicas."""
+    check_ray_options(options, replicas)
     config = options_dict(options)
     inflight = options.engine.max_batch + options.max_queue
     replica = SkillSoupReplica.options(num_replicas=replicas, max_ongoing_requests=inflight,
@@ -286,13 +292,12 @@ def build(args: dict):
         limits=Limits(timeout_s=float(args.get("timeout", 60))),
         threads=int(args["threads"]) if args.get("threads") else None,
     )
-    options.check()
     return application(options, int(args.get("replicas", 2)))
 
 
 def run_ray(options: ServeOptions, replicas: int, address: str | None = None, blocking: bool = True):
     """Start (or join) a Ray cluster, put Serve's HTTP proxy on ``options.host:port`` and run."""
-    options.check()
+    check_ray_options(options, replicas)  # a refused deployment starts nothing
     if not ray.is_initialized():
         if address:
             ray.init(address=address)

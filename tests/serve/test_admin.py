@@ -49,7 +49,17 @@ def test_with_admin_and_the_key_skills_are_added_used_and_removed(admin_server):
     assert reply.skillsoup["skills"][0]["name"] == "shout-date"
     bad = httpx.post(url + "/v1/skills", json={"format": "yaml", "content": "name: [oops"}, headers=AUTH)
     assert bad.status_code == 422 and "<request>" in bad.json()["error"]["message"]
+    changed = {"format": "yaml", "content": SKILL.replace("MARCH FOURTH", "MARCH THE FOURTH")}
+    clash = httpx.post(url + "/v1/skills", json=changed, headers=AUTH, timeout=120)  # a client error, named in HTTP terms
+    error = clash.json()["error"]
+    assert clash.status_code == 409 and error["code"] == "skill_exists" and '"replace": true' in error["message"]
+    assert "--replace" not in error["message"] and "shout-date" in error["message"]
+    assert "skillsoup/shout-date" in [m.id for m in client.models.list()]  # the stored one is untouched
+    replaced = httpx.post(url + "/v1/skills", json=changed | {"replace": True}, headers=AUTH, timeout=120)
+    assert replaced.status_code == 200 and replaced.json()["data"][0]["status"] == "replaced"
     assert httpx.delete(url + "/v1/skills/shout-date", headers=AUTH).json()["deleted"] is True
     assert "skillsoup/shout-date" not in [m.id for m in client.models.list()]
     gone = httpx.delete(url + "/v1/skills/shout-date", headers=AUTH)
     assert gone.status_code == 404 and gone.json()["error"]["code"] == "skill_not_found"
+    message = gone.json()["error"]["message"]  # says where to look, not where the server keeps its files
+    assert "/v1/skills" in message and str(admin_server.soup.registry.path) not in message

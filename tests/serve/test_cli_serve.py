@@ -71,6 +71,29 @@ def test_refuses_a_public_address_or_admin_without_a_key(monkeypatch, capsys):
         assert err.startswith("error:") and "API key" in err and len(err.strip().splitlines()) == 1
 
 
+def test_a_missing_registry_folder_is_an_error_unless_admin_fills_a_new_one(monkeypatch, capsys, tmp_path):
+    from skillsoup.cli import main
+
+    monkeypatch.setattr("skillsoup.serve.server.open_soup", lambda *a: pytest.fail("loaded before refusing"))
+    typo = tmp_path / "regsitry"
+    assert main(["serve", "--registry", str(typo)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "does not exist" in err and "--admin" in err, err
+    assert len(err.strip().splitlines()) == 1 and not typo.exists()  # nothing created
+
+
+def test_ray_without_a_chroma_server_is_refused_before_ray_starts(monkeypatch, capsys):
+    pytest.importorskip("ray")
+    import ray
+
+    from skillsoup.cli import main
+
+    monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("Ray started before the options were checked"))
+    assert main(["serve", "--ray"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "--chroma-url" in err and len(err.strip().splitlines()) == 1, err
+
+
 def test_a_port_in_use_fails_in_one_line_before_loading(monkeypatch, capsys):
     from skillsoup.cli import main
 

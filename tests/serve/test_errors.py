@@ -104,6 +104,8 @@ def test_413_body_and_messages(guarded):
 
 @pytest.mark.parametrize(("kw", "param"), [
     ({"max_tokens": 33}, "max_tokens"),  # over the server's limit
+    ({"max_completion_tokens": 33}, "max_completion_tokens"),  # the field the client sent is named
+    ({"max_tokens": 0}, "max_tokens"),  # as OpenAI and skillsoup ask -n 0
     ({"temperature": -1}, "temperature"),
     ({"n": 2}, "n"),
     ({"messages": [{"role": "assistant", "content": "hi"}]}, "messages"),
