@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if not is_usage_error(exc):
             raise
-        show_usage_error(exc)
+        show_usage_error(exc, sys.argv[1:] if argv is None else argv)
         return exc.exit_code
     return result if isinstance(result, int) else 0
 
@@ -116,16 +116,30 @@ def is_usage_error(exc: BaseException) -> bool:
     return isinstance(getattr(exc, "exit_code", None), int) and callable(getattr(exc, "format_message", None))
 
 
-def show_usage_error(exc: BaseException) -> None:
+def command_path(argv: list[str]) -> str:
+    """The command the arguments name ("skillsoup skills list"): the leading words that are commands."""
+    command, path = typer.main.get_command(app), ["skillsoup"]
+    for word in argv:
+        if word.startswith("-"):  # options before the command (-v), or after it
+            continue
+        sub = getattr(command, "commands", {}).get(word)
+        if sub is None:
+            break
+        command, path = sub, path + [word]
+    return " ".join(path)
+
+
+def show_usage_error(exc: BaseException, argv: list[str] | None = None) -> None:
     """One red line naming the command and where its help is. No arguments at all is a request for
-    the help, which click has already printed while building the error."""
+    the help, which click has already printed while building the error. Errors the parser raises
+    before it knows the command (an option missing its value) carry no command: the arguments tell."""
     message = exc.format_message()
     ctx = getattr(exc, "ctx", None)
     if type(exc).__name__ == "NoArgsIsHelpError":
         if message.strip():  # printed by us only when click did not render it itself (plain mode)
             typer.echo(message)
         return
-    path = getattr(ctx, "command_path", "") or "skillsoup"
+    path = getattr(ctx, "command_path", "") or (command_path(argv) if argv is not None else "skillsoup")
     err_console.print(f"[bold red]error:[/] {escape(message)} [dim](see {escape(path)} --help)[/]", highlight=False)
 
 

@@ -11,7 +11,8 @@ from rich.markup import escape
 
 from skillsoup.cli import app
 from skillsoup.cli.common import (
-    ChromaUrlOpt, DeviceOpt, DtypeOpt, ModelOpt, RegistryOpt, console, load_cli_model, open_registry,
+    ChromaUrlOpt, DeviceOpt, DtypeOpt, KvOpt, MixOpt, ModelOpt, RegistryOpt, TemperatureOpt, console, load_cli_model,
+    open_registry,
 )
 
 HISTORY_FILE = "chat_history"
@@ -66,10 +67,10 @@ def chat(
     model: ModelOpt = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Add the bundled skills to an empty registry, unasked.")] = False,
     router: Annotated[str, typer.Option("--router", "-r", help="text, state or hybrid.")] = "text",
-    mix: Annotated[str, typer.Option("--mix", help="Conv states of mixed skills: mix or top.")] = "mix",
-    kv: Annotated[str, typer.Option("--kv", help="Attention KV of mixed skills (hybrid models): top or concat.")] = "top",
+    mix: MixOpt = "mix",
+    kv: KvOpt = "top",
     max_tokens: Annotated[int, typer.Option("--max-tokens", "-n", help="Most new tokens per answer.")] = 64,
-    temperature: Annotated[float, typer.Option("--temperature", "-t", help="0 = greedy.")] = 0.0,
+    temperature: TemperatureOpt = 0.0,
     device: DeviceOpt = "cpu",
     dtype: DtypeOpt = "float32",
 ) -> None:

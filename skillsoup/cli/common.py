@@ -36,12 +36,28 @@ DeviceOpt = Annotated[
     typer.Option("--device", help="cpu, cuda or cuda:N. On cuda the Triton kernels run, decoding and short reads "
                                   "as CUDA graphs, skill states kept on the GPU."),
 ]
+def one_of(*choices: str):
+    """An option callback: a value not among ``choices`` is a usage error (exit 2, names the option
+    and its --help), found before anything loads."""
+    def check(value):
+        if value is not None and value not in choices:
+            raise typer.BadParameter(f"{value!r} is not one of {', '.join(choices)}")
+        return value
+    return check
+
+
+MIX_CHOICES = ("mix", "top")  # skillsoup.runtime.MIX_MODES and KV_MODES, without importing torch here
+KV_CHOICES = ("top", "concat")
+MixOpt = Annotated[str, typer.Option("--mix", callback=one_of(*MIX_CHOICES), help="Conv states of mixed skills: mix or top.")]
+KvOpt = Annotated[str, typer.Option("--kv", callback=one_of(*KV_CHOICES),
+                                    help="Attention KV of mixed skills (hybrid models): top or concat.")]
+TemperatureOpt = Annotated[float, typer.Option("--temperature", "-t", min=0.0, help="0 = greedy.")]
+DTYPES = ("float32", "bfloat16", "float16")
 DtypeOpt = Annotated[
     str,
-    typer.Option("--dtype", help="Model weights: float32, bfloat16 or float16 (states stay float32). Skill states "
+    typer.Option("--dtype", callback=one_of(*DTYPES), help="Model weights: float32, bfloat16 or float16 (states stay float32). Skill states "
                                  "belong to one model and dtype: rebuild them after changing it (skills rebuild)."),
 ]
-DTYPES = ("float32", "bfloat16", "float16")
 
 
 def quiet_libraries() -> None:

@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from skillsoup.cli import app
-from skillsoup.cli.common import ChromaUrlOpt, ModelOpt, RegistryOpt, console, load_cli_model, open_registry
+from skillsoup.cli.common import ChromaUrlOpt, KvOpt, ModelOpt, RegistryOpt, console, load_cli_model, open_registry
 
 # skillsoup.compose.DEFAULT_BUDGET, written out: importing skillsoup.compose loads torch, and every
 # command (even --version) imports this module (tests/cli/test_usage_errors.py checks the two agree)
@@ -35,7 +35,7 @@ def compose(
     description: Annotated[Optional[str], typer.Option("--description", help="What the composite does (default: from its sources).")] = None,
     replace: Annotated[bool, typer.Option("--replace", help="Overwrite a skill of that name.")] = False,
     conv: Annotated[str, typer.Option("--conv", help="Conv states of the mixed skills: mix or top.")] = "mix",
-    kv: Annotated[str, typer.Option("--kv", help="Attention KV of the mixed skills (hybrid models): top or concat.")] = "top",
+    kv: KvOpt = "top",
     registry: RegistryOpt = None,
     chroma_url: ChromaUrlOpt = None,
     model: ModelOpt = None,

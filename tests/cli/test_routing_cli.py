@@ -113,11 +113,9 @@ def test_ask_prints_the_answer_and_a_routing_line(cli, reg, mamba_dir):
     (["--skill", "timer:-1"], ["number > 0"]),
     (["--skill", "nosuch"], ["unknown skill 'nosuch'"]),
     (["--skill", "timer", "--skill", "timer:2"], ["given twice"]),
-    (["--mix", "blend"], ["choose one of mix, top"]),
     (["--device", "tpu"], ["--device must be cpu, cuda or cuda:N"]),
     (["--device", "cuda:7"] if torch.cuda.is_available() else ["--device", "cuda"], ["--device cuda"]),
-    (["--dtype", "float8"], ["--dtype must be one of float32, bfloat16, float16"]),
-])
+])  # a mistyped --mix or --dtype is a usage error (exit 2): tests/cli/test_usage_errors.py
 def test_ask_bad_options(cli, reg, mamba_dir, args, needles):
     _one_red_line(cli("ask", QUERY, "--model", mamba_dir, *args, *reg), *needles)
 

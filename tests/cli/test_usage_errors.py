@@ -34,8 +34,18 @@ def run_skillsoup(*args: str, tmp_path: Path) -> subprocess.CompletedProcess:
     (["ask", "hi", "--router", "psychic"], "error: Invalid value for '--router' / '-r': 'psychic' is not one of text"),
     (["route", "hi", "--top-k", "0"], "error: Invalid value for '--top-k' / '-k': Input should be greater than or equal to 1"),
     (["ask", "hi", "--max-tokens", "0"], "error: Invalid value for '--max-tokens' / '-n': Input should be greater than or equal to 1"),
+    (["ask", "hi", "--mix", "blend"], "error: Invalid value for '--mix': 'blend' is not one of mix, top"),
+    (["chat", "--kv", "all"], "error: Invalid value for '--kv': 'all' is not one of top, concat"),
+    (["ask", "hi", "--dtype", "int8"], "error: Invalid value for '--dtype': 'int8' is not one of float32"),
+    (["ask", "hi", "--temperature", "-1"], "error: Invalid value for '--temperature' / '-t'"),
+    (["eval", "routing", "x.jsonl", "--latency-sample", "-5"], "error: Invalid value for '--latency-sample'"),
+    (["serve", "--prefill", "bogus"], "error: Invalid value for '--prefill': 'bogus' is not one of auto"),
+    (["serve", "--port", "99999"], "error: Invalid value for '--port'"),
+    (["serve", "--max-batch", "0"], "error: Invalid value for '--max-batch'"),
+    (["skills", "list", "--registry"], "error: Option '--registry' requires an argument. (see skillsoup skills list --help)"),
 ], ids=["unknown-command", "missing-argument", "unknown-option", "bad-integer", "unknown-subcommand", "bad-router",
-        "top-k-0", "max-tokens-0"])
+        "top-k-0", "max-tokens-0", "bad-mix", "bad-kv", "bad-dtype", "negative-temperature", "negative-latency-sample",
+        "bad-prefill", "bad-port", "max-batch-0", "option-without-value"])
 def test_usage_errors_are_one_red_line_and_exit_2(args, message, tmp_path):
     r = run_skillsoup(*args, tmp_path=tmp_path)
     assert r.returncode == 2, r
@@ -63,6 +73,12 @@ def test_version(tmp_path):
     assert r.stdout.count("\n") == 1
 
 
+def test_python_dash_m_runs_the_command():
+    r = subprocess.run([sys.executable, "-m", "skillsoup", "ask", "hi", "--mix", "blend"], capture_output=True, text=True,
+                       timeout=120, env=subprocess_env())
+    assert r.returncode == 2 and r.stderr.startswith("error: Invalid value for '--mix'"), r.stderr
+
+
 def test_the_command_starts_without_importing_torch():
     """Every command module is imported to build the command list, so one heavy import at module
     level makes even --version and usage errors take seconds."""
@@ -71,6 +87,13 @@ def test_the_command_starts_without_importing_torch():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=subprocess_env())
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().splitlines()[-1] == "0 []"
+
+
+def test_mixing_choices_match_the_library():
+    from skillsoup.cli.common import KV_CHOICES, MIX_CHOICES
+    from skillsoup.runtime import KV_MODES, MIX_MODES
+
+    assert set(MIX_CHOICES) == set(MIX_MODES) and set(KV_CHOICES) == set(KV_MODES)
 
 
 def test_compose_budget_help_matches_the_library_default():

@@ -1,0 +1,5 @@
+"""``python -m skillsoup``: the ``skillsoup`` command."""
+
+from skillsoup.cli import run
+
+run()
