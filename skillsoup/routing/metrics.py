@@ -78,14 +78,22 @@ def _parse(line: str, where: str) -> LabelledQuery:
     return _item(obj, where)
 
 
+LABELLED_KEYS = ("query", "skill")
+
+
 def _item(obj: dict, where: str) -> LabelledQuery:
     query, skill = obj.get("query"), obj.get("skill", ...)
+    # other keys are allowed (ids, notes), but named when "query" or "skill" is missing: likely misspelt
+    others = [k for k in obj if k not in LABELLED_KEYS]
+    hint = f" (the line has {', '.join(map(repr, others))})" if others else ""
+    if "query" not in obj:
+        raise LabelledDataError(f"{where}: missing \"query\" (the request text){hint}")
     if not isinstance(query, str) or not query.strip():
         raise LabelledDataError(f"{where}: \"query\" must be a non-empty string")
     if len(query) > MAX_QUERY_CHARS:
         raise LabelledDataError(f"{where}: the query has {len(query):,} characters; the limit is {MAX_QUERY_CHARS:,}")
     if skill is ...:
-        raise LabelledDataError(f"{where}: missing \"skill\" (a skill name, or null when no skill should be used)")
+        raise LabelledDataError(f"{where}: missing \"skill\" (a skill name, or null when no skill should be used){hint}")
     if skill is not None and (not isinstance(skill, str) or not skill):
         raise LabelledDataError(f"{where}: \"skill\" must be a skill name or null, got {skill!r}")
     return LabelledQuery(query, skill, where)

@@ -217,9 +217,16 @@ def _check_pairs(draft: SkillDraft, name: str, pairs: list[PairDraft], key: str)
                                _check_text(draft.path, p, p.output, "output")) for p in pairs)
 
 
+def _quoted(value: object) -> str:
+    """The example of a fix for a value YAML read as something other than text: it, in quotes."""
+    if isinstance(value, bool):  # yes / no / on / off / true / false, unquoted
+        return '"yes"' if value else '"no"'
+    return f'"{value}"' if isinstance(value, (int, float)) else '"42"'
+
+
 def _check_text(path: str, pair: PairDraft, found: Located, side: str) -> str:
     what = f"{pair.kind} {pair.number}: {side}"
-    text = _string(path, found, what, '"42"')
+    text = _string(path, found, what, _quoted(found.value))
     if not text.strip():
         raise file_error(path, found.where, f"{what} is empty; write the {side} text")
     if len(text) > MAX_TEXT_CHARS:

@@ -78,6 +78,8 @@ def test_expected_calibration_error():
     ('\n\n["query", "skill"]\n', ":3: expected an object"),
     ('{"query": "", "skill": null}\n', ':1: "query" must be a non-empty string'),
     ('{"query": "hello"}\n', ':1: missing "skill"'),
+    ('{"q": "hello", "skill": null}\n', ":1: missing \"query\" \\(the request text\\) \\(the line has 'q'\\)"),  # misspelt
+    ('{"query": "hello", "skil": "timer"}\n', ":1: missing \"skill\".*\\(the line has 'skil'\\)"),
     ('{"query": "hello", "skill": 7}\n', ':1: "skill" must be a skill name or null'),
     ("", "holds no labelled queries"),
     ('{"query": "' + "x" * 5000 + '", "skill": null}\n', ":1: the query has 5,000 characters"),

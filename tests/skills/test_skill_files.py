@@ -255,7 +255,8 @@ DEMO = '"description": "d"'
 BAD_FILES = [
     # (file name, content, line or None, message substring)
     ("out-number.yaml", yaml_skill("s", ("x", "42")), 5, "demonstration 1: output is a number (42)"),
-    ("out-bool.yaml", yaml_skill("s", ("x", "yes")), 5, "output is a boolean"),
+    ("out-bool.yaml", yaml_skill("s", ("x", "yes")), 5, 'must be text; write it in quotes, e.g. "yes"'),
+    ("out-float.yaml", yaml_skill("s", ("x", "3.5")), 5, 'must be text; write it in quotes, e.g. "3.5"'),
     ("out-date.yaml", yaml_skill("s", ("x", "2024-01-31")), 5, "output is a date"),
     ("out-null.yaml", yaml_skill("s", ("x", "")), 5, "output is empty (null)"),
     ("in-list.yaml", yaml_skill("s", ("[a]", "y")), 4, "demonstration 1: input is a list"),
