@@ -25,6 +25,7 @@ from skillsoup.cli.common import (
     RegistryOpt,
     TemperatureOpt,
     console,
+    counted,
     err_console,
     load_cli_model,
     open_registry,
@@ -97,6 +98,9 @@ def route(
     """Which skills a query goes to, with scores and weights (a dry run: nothing is generated)."""
     from skillsoup.routing.router import Router
 
+    if example and router == "text":  # the text router would drop them without a word
+        raise typer.BadParameter("the text router does not read examples; add --router state or --router hybrid",
+                                 param_hint="'--example' / '-e'")
     m = load_cli_model(model) if router != "text" else None
     with open_registry(registry, chroma_url) as reg:
         r = Router(reg, m)
@@ -218,7 +222,7 @@ def fit_command(
         return
     if tuned:
         console.print(_tuning_table(tuned))
-    source = f"{report.n} labelled queries" if report.n else "the demonstrations alone"
+    source = counted(report.n, "labelled query", "labelled queries") if report.n else "the demonstrations alone"
     table = Table(title=f"fitted on {source} in {report.seconds:.1f} s (embedding {report.embed_seconds:.1f} s); "
                         "out-of-fold")
     for col in ("router", "in-scope accuracy", "abstain recall", f"{report.objective} objective"):
@@ -284,7 +288,7 @@ def eval_routing(
         typer.echo(json.dumps(result))
         return
     base = result["baseline"]
-    table = Table(title=f"routing on {result['n']} labelled queries ({escape(str(file))})")
+    table = Table(title=f"routing on {counted(result['n'], 'labelled query', 'labelled queries')} ({escape(str(file))})")
     table.add_column("metric")
     table.add_column(f"{router} router: {result['policy']}" + (" (fitted)" if result["fitted"] else " (default)"), justify="right")
     table.add_column("baseline: nn-threshold", justify="right")

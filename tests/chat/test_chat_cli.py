@@ -27,9 +27,9 @@ def run_chat(monkeypatch, capsys, mamba_dir):
 
 @pytest.mark.parametrize("args, message", [
     (["--router", "psychic"], "unknown router 'psychic'"),
-    (["--mix", "soup"], "unknown mixing mode 'soup'"),
+    (["--mix", "soup"], "'soup' is not one of mix, top"),
     (["--max-tokens", "0"], "max tokens must be an integer from 1 to 4096"),
-    (["--temperature", "-1"], "temperature must be a finite number >= 0"),
+    (["--temperature", "-1"], "'--temperature' / '-t': Input should be greater than or equal to 0"),
 ])
 def test_bad_options_are_one_red_line(run_chat, args, message, tmp_path):
     code, out, err = run_chat("--registry", tmp_path / "reg", *args)

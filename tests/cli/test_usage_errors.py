@@ -43,9 +43,10 @@ def run_skillsoup(*args: str, tmp_path: Path) -> subprocess.CompletedProcess:
     (["serve", "--port", "99999"], "error: Invalid value for '--port'"),
     (["serve", "--max-batch", "0"], "error: Invalid value for '--max-batch'"),
     (["skills", "list", "--registry"], "error: Option '--registry' requires an argument. (see skillsoup skills list --help)"),
+    (["route", "hi", "-e", "a=>b"], "error: Invalid value for '--example' / '-e': the text router does not read examples"),
 ], ids=["unknown-command", "missing-argument", "unknown-option", "bad-integer", "unknown-subcommand", "bad-router",
         "top-k-0", "max-tokens-0", "bad-mix", "bad-kv", "bad-dtype", "negative-temperature", "negative-latency-sample",
-        "bad-prefill", "bad-port", "max-batch-0", "option-without-value"])
+        "bad-prefill", "bad-port", "max-batch-0", "option-without-value", "example-with-text-router"])
 def test_usage_errors_are_one_red_line_and_exit_2(args, message, tmp_path):
     r = run_skillsoup(*args, tmp_path=tmp_path)
     assert r.returncode == 2, r
