@@ -300,7 +300,8 @@ class ChatSession:
         except OSError as exc:
             self._note(f"cannot write {path}: {exc.strerror or exc}; choose another file")
             return
-        self.console.print(f"saved {len(self.transcript)} turns to {path}", markup=False, soft_wrap=True)
+        n = len(self.transcript)
+        self.console.print(f"saved {n} turn{'s' * (n != 1)} to {path}", markup=False, soft_wrap=True)
 
     # ---- helpers -------------------------------------------------------------------------------
     def _set(self, key: str, rest: str, kind: type, what: str) -> None:

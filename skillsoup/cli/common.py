@@ -36,6 +36,11 @@ DeviceOpt = Annotated[
     typer.Option("--device", help="cpu, cuda or cuda:N. On cuda the Triton kernels run, decoding and short reads "
                                   "as CUDA graphs, skill states kept on the GPU."),
 ]
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """'1 skill', '3 skills' ('1 labelled query', '2 labelled queries' with ``plural``)."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
 def one_of(*choices: str):
     """An option callback: a value not among ``choices`` is a usage error (exit 2, names the option
     and its --help), found before anything loads."""

@@ -17,6 +17,7 @@ from skillsoup.cli.common import (
     ModelOpt,
     RegistryOpt,
     console,
+    counted,
     err_console,
     load_cli_model,
     open_registry,
@@ -54,7 +55,7 @@ def add(
     m = load_cli_model(model)
     with open_registry(registry, chroma_url, create=True) as reg, progress_bar("capturing") as progress:
         results = reg.add(skills, m, replace=replace, progress=progress)
-    console.print(_results_table(results, f"{len(results)} skills in {reg.path}"))
+    console.print(_results_table(results, f"{counted(len(results), 'skill')} in {reg.path}"))
     counts = {s: sum(r.status == s for r in results) for s in ("added", "replaced", "unchanged")}
     console.print(", ".join(f"{n} {s}" for s, n in counts.items()))
 
@@ -75,7 +76,7 @@ def list_skills(
     if not infos:
         console.print(f"no skills in {reg.path}; add some with: skillsoup add FILE")
         return
-    table = Table(title=f"{len(infos)} skills in {reg.path}")
+    table = Table(title=f"{counted(len(infos), 'skill')} in {reg.path}")
     for col in ("name", "demos", "models", "tags", "description"):
         table.add_column(col, justify="right" if col in ("demos", "models") else "left")
     for i in infos:
@@ -271,7 +272,7 @@ def doctor(
             return
         from skillsoup.errors import RegistryError
 
-        raise RegistryError(f"{len(report.unfixable)} problems need you (composite skills whose sources were removed "
+        raise RegistryError(f"{counted(len(report.unfixable), 'problem')} need you (composite skills whose sources were removed "
                             "or changed): compose them again with --replace, or remove them")
     from skillsoup.errors import RegistryError
 

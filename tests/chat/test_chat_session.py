@@ -145,7 +145,7 @@ def test_save_writes_the_transcript_as_markdown(chat, model_says, tmp_path):
     model_says("timer(minutes=7)")
     chat.run("set a timer for 7 minutes")
     path = tmp_path / "chat log.md"
-    assert f"saved 1 turns to {path}" in chat.run(f'/save "{path}"')
+    assert f"saved 1 turn to {path}" in chat.run(f'/save "{path}"')
     text = path.read_text(encoding="utf-8")
     assert "## 1. set a timer for 7 minutes" in text and "\ntimer(minutes=7)\n" in text
     assert "_timer 1.00 · first token" in text
