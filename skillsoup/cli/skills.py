@@ -272,7 +272,8 @@ def doctor(
             return
         from skillsoup.errors import RegistryError
 
-        raise RegistryError(f"{counted(len(report.unfixable), 'problem')} need you (composite skills whose sources were removed "
+        n = len(report.unfixable)
+        raise RegistryError(f"{counted(n, 'problem')} need{'s' * (n == 1)} you (composite skills whose sources were removed "
                             "or changed): compose them again with --replace, or remove them")
     from skillsoup.errors import RegistryError
 
