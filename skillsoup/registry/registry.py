@@ -130,8 +130,7 @@ class SkillRegistry:
     def _row(self, name: str) -> SkillRow:
         row = self.index.get_skills([name]).get(name)
         if row is None:
-            raise SkillNotFoundError(f"no skill named {name!r} in registry {self.path}; see skillsoup skills list",
-                                     (name,))
+            raise SkillNotFoundError(f"no skill named {name!r} in registry {self.path}; see skillsoup skills list", (name,))
         return row
 
     def get(self, name: str) -> Skill:
