@@ -2,7 +2,7 @@
 
 Stages, left to right; a module may import its own stage and those to its left, never to its right:
     base (errors, config, embedding, skillsoup_kernels) < states < models < skills < registry
-    < routing < runtime < chat, evals, compose, demo < cli, serve
+    < routing < runtime < chat, evals, compose, demo < cli (and __main__, python -m skillsoup), serve
 Every import counts: module level, inside functions and under ``if TYPE_CHECKING``.
 """
 
@@ -26,7 +26,7 @@ STAGES = [
     {"skillsoup.routing"},
     {"skillsoup.runtime"},
     {"skillsoup.chat", "skillsoup.evals", "skillsoup.compose", "skillsoup.demo"},
-    {"skillsoup.cli", "skillsoup.serve"},
+    {"skillsoup.cli", "skillsoup.__main__", "skillsoup.serve"},
 ]
 MAX_LINES = 400
 
