@@ -213,6 +213,7 @@ def fit_command(
             report = tuned.fit
         else:
             report = fit(r, file, objective=objective)
+        n_skills = len(reg.names())
     p = report.params
     if as_json:
         typer.echo(json.dumps({"params": p.to_dict(), "routers": report.routers, "chosen": report.chosen,
@@ -236,6 +237,10 @@ def fit_command(
     console.print(f"policy {p.policy}, threshold {p.threshold:.3f}{extra}; stored as settings v{r.settings_version}")
     console.print("[dim]abstain recall: labelled nulls and queries of skills held out of the model, half each; "
                   "measure held-out queries with skillsoup eval routing FILE.jsonl[/]")
+    if 0 < report.n < n_skills:  # the choice above was judged on fewer queries than there are skills
+        err_console.print(f"[yellow]warning:[/] {counted(report.n, 'labelled query', 'labelled queries')} for "
+                          f"{counted(n_skills, 'skill')}: most skills have none, so the routers were compared on "
+                          "very little; label a few queries per skill and fit again")
 
 
 def _tuning_dict(t) -> dict:

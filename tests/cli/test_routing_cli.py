@@ -126,6 +126,12 @@ def test_bad_queries(cli, reg, mamba_dir, query, needle):
     _one_red_line(cli("ask", query, "--model", mamba_dir, *reg), needle)
 
 
+def test_a_fit_on_fewer_labelled_queries_than_skills_warns(cli, reg, tmp_path):
+    few = write_jsonl(tmp_path / "few.jsonl", make_labelled(300, seed=1)[:2])
+    r = cli("fit", few, *reg)
+    assert r.code == 0 and "warning: 2 labelled queries for" in " ".join(r.err.split()), r.err
+
+
 def test_fit_then_eval_routing_json(cli, reg, tmp_path):
     train = write_jsonl(tmp_path / "train.jsonl", make_labelled(300, seed=1))
     test = write_jsonl(tmp_path / "test.jsonl", make_labelled(60, seed=2))
@@ -133,6 +139,7 @@ def test_fit_then_eval_routing_json(cli, reg, tmp_path):
     r = cli("fit", train, *reg)
     out = " ".join(r.out.split())
     assert r.code == 0 and "chosen" in out and "baseline" in out and "classifier" in out and "settings v1" in out, r.out
+    assert "warning" not in r.err
     r = cli("eval", "routing", test, "--json", "--latency-sample", "5", *reg)
     assert r.code == 0
     data = json.loads(r.out)  # one JSON object, nothing else on stdout
