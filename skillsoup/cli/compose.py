@@ -11,7 +11,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from skillsoup.cli import app
-from skillsoup.cli.common import ChromaUrlOpt, KvOpt, ModelOpt, RegistryOpt, console, load_cli_model, open_registry
+from skillsoup.cli.common import (
+    MIX_CHOICES, ChromaUrlOpt, KvOpt, ModelOpt, RegistryOpt, console, load_cli_model, one_of, open_registry,
+)
 
 # skillsoup.compose.DEFAULT_BUDGET, written out: importing skillsoup.compose loads torch, and every
 # command (even --version) imports this module (tests/cli/test_usage_errors.py checks the two agree)
@@ -34,7 +36,7 @@ def compose(
     template: Annotated[Optional[str], typer.Option("--template", help="Template for the examples (default: the first source's); \\n is a newline.")] = None,
     description: Annotated[Optional[str], typer.Option("--description", help="What the composite does (default: from its sources).")] = None,
     replace: Annotated[bool, typer.Option("--replace", help="Overwrite a skill of that name.")] = False,
-    conv: Annotated[str, typer.Option("--conv", help="Conv states of the mixed skills: mix or top.")] = "mix",
+    conv: Annotated[str, typer.Option("--conv", callback=one_of(*MIX_CHOICES), help="Conv states of the mixed skills: mix or top.")] = "mix",
     kv: KvOpt = "top",
     registry: RegistryOpt = None,
     chroma_url: ChromaUrlOpt = None,
@@ -46,8 +48,8 @@ def compose(
 
     names = [s.strip() for s in sources.split(",") if s.strip()]
     pairs = load_examples(examples)
-    m = load_cli_model(model)
-    with open_registry(registry, chroma_url, create=True) as reg:
+    with open_registry(registry, chroma_url) as reg:  # its sources are in it: a missing folder is a typo
+        m = load_cli_model(model)
         result, added = compose_skill(
             reg, m, name, names, pairs, template=_unescape(template) if template is not None else None,
             description=description, seed=seed, holdout=holdout, replace=replace, conv=conv, kv=kv,

@@ -177,7 +177,10 @@ def test_malformed_and_unknown_labels(cli, reg, tmp_path):
 
 def test_a_mistyped_registry_is_an_error_for_commands_that_only_read(cli, tmp_path):
     typo = tmp_path / "no-such-registry"
+    examples = tmp_path / "examples.jsonl"
+    examples.write_text('{"input": "a", "output": "b"}\n', encoding="utf-8")
+    compose = ["compose", "blend", "--from", "upper,lower", "--examples", examples]  # its sources would be in it
     for args in (["route", QUERY], ["ask", QUERY], ["skills", "list"], ["eval", "routing", tmp_path / "x.jsonl"],
-                 ["fit"], ["doctor"]):
+                 ["fit"], ["doctor"], compose):
         _one_red_line(cli(*args, "--registry", typo), "does not exist", "--registry")
         assert not typo.exists(), args  # nothing created
