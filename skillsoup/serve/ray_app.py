@@ -45,7 +45,7 @@ from skillsoup.serve.engine import Engine, EngineConfig
 from skillsoup.serve.errors import APIError, from_library_error, server_error
 from skillsoup.serve.events import Done, Failed, event_dict, event_from_dict
 from skillsoup.serve.protocol import Limits, RequestSpec
-from skillsoup.serve.server import ServeOptions, open_soup, torch_threads, warm_up
+from skillsoup.serve.server import ServeOptions, open_soup, serving_process, torch_threads, warm_up
 from skillsoup.skills import dump_skill_yaml, parse_skills
 
 log = logging.getLogger(__name__)
@@ -77,6 +77,7 @@ def options_from(data: dict) -> ServeOptions:
 class SkillSoupReplica:
     def __init__(self, config: dict):
         options = options_from(config)
+        serving_process()  # this actor's process only serves
         torch_threads(options.threads)
         self.soup = open_soup(options)
         self.engine = Engine(self.soup.model, options.engine).start()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -33,6 +34,19 @@ class ServeOptions:
 
     def check(self) -> None:
         check_bind(self.host, self.api_key, self.admin)
+
+
+# How long a thread may hold the GIL while another waits for it. A server process runs the event
+# loop, the planner, the preparer and the engine as threads; with Python's default 5 ms, every hand-off
+# from a busy engine to the loop could wait that long. At 1 ms, bench_serve --pinned with 32 clients
+# gave TTFT p95 107-147 ms against 171-221 ms (three pairs in one hour), with tokens/s unchanged.
+SWITCH_INTERVAL_S = 0.001
+
+
+def serving_process() -> None:
+    """Process-wide settings for a process that exists to serve (``run_local``, a Ray replica); an
+    app that embeds the backend keeps its own."""
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
 
 
 def torch_threads(threads: int | None) -> int:
@@ -108,6 +122,7 @@ def run_local(options: ServeOptions, log_level: str = "info", on_ready=None) -> 
 
     options.check()
     sock = bind_socket(options.host, options.port)
+    serving_process()
     try:
         torch_threads(options.threads)
         soup = open_soup(options)

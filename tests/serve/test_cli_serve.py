@@ -94,6 +94,28 @@ def test_ray_without_a_chroma_server_is_refused_before_ray_starts(monkeypatch, c
     assert err.startswith("error:") and "--chroma-url" in err and len(err.strip().splitlines()) == 1, err
 
 
+def test_the_server_process_hands_the_gil_over_every_millisecond(monkeypatch):
+    """run_local's process serves only: its threads (event loop, engine) switch at 1 ms, not 5 ms."""
+    import sys
+
+    from skillsoup.serve import server
+
+    seen = []
+
+    def loading(*_):
+        seen.append(sys.getswitchinterval())
+        raise KeyboardInterrupt  # stop before anything loads or listens
+
+    before = sys.getswitchinterval()
+    monkeypatch.setattr(server, "open_soup", loading)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            server.run_local(server.ServeOptions(port=_free_port()))
+    finally:
+        sys.setswitchinterval(before)
+    assert seen == [pytest.approx(server.SWITCH_INTERVAL_S)] and server.SWITCH_INTERVAL_S < before
+
+
 def test_a_port_in_use_fails_in_one_line_before_loading(monkeypatch, capsys):
     from skillsoup.cli import main
 
