@@ -49,6 +49,24 @@ class Served:
             time.sleep(0.05)
 
 
+def slowed_model(folder, seconds_per_step: float = 0.002):
+    """Its own copy of the model in ``folder``, whose decode step sleeps first: a long request then
+    outlives a time limit or a client's patience however fast the kernels are."""
+    import time
+
+    from skillsoup import load_model
+
+    model = load_model(folder)
+    fast_step = model.step_
+
+    def slow_step(tokens, state):
+        time.sleep(seconds_per_step)
+        return fast_step(tokens, state)
+
+    model.step_ = slow_step
+    return model
+
+
 def serve_soup(registry_path: Path, model, **options):
     """Start a LocalBackend server on 127.0.0.1 for ``model`` over a registry folder."""
     from skillsoup import SkillSoup

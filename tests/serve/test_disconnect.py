@@ -7,16 +7,21 @@ import threading
 
 import httpx
 import pytest
-from serve_helpers import copy_registry, serve_soup, stop
+from serve_helpers import copy_registry, serve_soup, slowed_model, stop
 
 from skillsoup.serve.protocol import Limits
 
 MAX = 4000  # the tiny model never stops early: only the disconnect can end these requests in time
 
 
+@pytest.fixture(scope="module")
+def slow_tiny_model(mamba_dir):
+    return slowed_model(mamba_dir)  # MAX tokens take 8 s: longer than any client below waits
+
+
 @pytest.fixture
-def tiny_server(tmp_path, tiny_registry_template, tiny_model):
-    served = serve_soup(copy_registry(tiny_registry_template, tmp_path / "reg"), tiny_model,
+def tiny_server(tmp_path, tiny_registry_template, slow_tiny_model):
+    served = serve_soup(copy_registry(tiny_registry_template, tmp_path / "reg"), slow_tiny_model,
                         limits=Limits(max_tokens=MAX))
     yield served
     stop(served)

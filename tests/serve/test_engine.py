@@ -150,7 +150,20 @@ def _one(soup, query="hello", **options):
     return soup.prepare(soup.plan(query, routing=False), **options)
 
 
-def test_cancel_frees_the_row(tiny_soup):
+@pytest.fixture
+def slow_steps(tiny_soup, monkeypatch):
+    """Decode steps of 2 ms or more: a 4,000-token request outlives what these tests wait for (a
+    cancel, a deadline, a stop) however fast the kernels are."""
+    fast_step = tiny_soup.model.step_
+
+    def slow_step(tokens, state):
+        time.sleep(0.002)
+        return fast_step(tokens, state)
+
+    monkeypatch.setattr(tiny_soup.model, "step_", slow_step)
+
+
+def test_cancel_frees_the_row(tiny_soup, slow_steps):
     engine = Engine(tiny_soup.model).start()
     got = Collector(1)
     job = engine.submit(_one(tiny_soup, max_new_tokens=4000), time.monotonic() + FAR, got.emit(0))
@@ -167,7 +180,7 @@ def test_cancel_frees_the_row(tiny_soup):
     assert not any(isinstance(e, (Done, Failed)) for e in got.events[0])  # a cancelled request hears nothing more
 
 
-def test_past_the_deadline_a_request_times_out(tiny_soup):
+def test_past_the_deadline_a_request_times_out(tiny_soup, slow_steps):
     engine = Engine(tiny_soup.model).start()
     got = Collector(2)
     engine.submit(_one(tiny_soup, max_new_tokens=4000), time.monotonic() + 0.3, got.emit(0))
@@ -201,7 +214,7 @@ def test_zero_new_tokens_and_a_failing_step(tiny_soup, monkeypatch):
     assert got.end(0).completion_tokens == 3
 
 
-def test_stop_fails_what_is_left(tiny_soup):
+def test_stop_fails_what_is_left(tiny_soup, slow_steps):
     engine = Engine(tiny_soup.model, EngineConfig(max_batch=1)).start()
     got = Collector(2)
     for i in range(2):

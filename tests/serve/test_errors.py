@@ -3,12 +3,10 @@
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import openai
 import pytest
-from serve_helpers import API_KEY, copy_registry, serve_soup, stop
+from serve_helpers import API_KEY, copy_registry, serve_soup, slowed_model, stop
 
 from skillsoup.serve.protocol import Limits
 
@@ -29,17 +27,9 @@ def guarded(tmp_path_factory, demo_registry_template, demo_model):
 def tiny_small(tmp_path_factory, tiny_registry_template, mamba_dir):
     """The tiny model with room for one request and a 1.5 s time limit. Its own copy decodes at most
     500 tokens a second, so a long request outlives the limit however fast the kernels are."""
-    from skillsoup import load_model
     from skillsoup.serve.engine import EngineConfig
 
-    model = load_model(mamba_dir)
-    fast_step = model.step_
-
-    def slow_step(tokens, state):
-        time.sleep(0.002)
-        return fast_step(tokens, state)
-
-    model.step_ = slow_step
+    model = slowed_model(mamba_dir)
     served = serve_soup(copy_registry(tiny_registry_template, tmp_path_factory.mktemp("small") / "reg"), model,
                         engine=EngineConfig(max_batch=1), max_queue=0, limits=Limits(timeout_s=1.5, max_tokens=4000))
     yield served
