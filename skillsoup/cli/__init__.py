@@ -11,10 +11,16 @@ import typer
 from rich.markup import escape
 
 from skillsoup.cli.common import console, err_console
-from skillsoup.cli.help import Typer
+from skillsoup.cli.help import Group, Typer
 from skillsoup.errors import SkillsoupError
 
+class _Commands(Group):
+    # --help lists the commands in the order a user meets them (registration follows module imports)
+    order = ("chat", "add", "skills", "route", "ask", "fit", "eval", "compose", "serve", "doctor", "demo")
+
+
 app = Typer(
+    _Commands,
     name="skillsoup",
     help="Route agent skills by retrieving and mixing Mamba states.",
     no_args_is_help=True,

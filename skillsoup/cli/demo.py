@@ -40,5 +40,7 @@ def demo(model: ModelOpt = None) -> None:
     table.add_row("speed-up of the query", f"{t_prompt / t_injected:.1f}x")
     table.add_row("relative logit difference", f"{err:.2e}")
     table.add_row("same next token", str(bool(torch.argmax(injected) == torch.argmax(in_prompt))))
+    table.add_row("demonstrations (the skill)", "32 pairs like 'cat' -> 'CAT'")
+    table.add_row("query", repr(query))
     table.add_row("answer from the injected state", repr(answer.strip()))
     console.print(table)

@@ -70,15 +70,22 @@ class Command(TyperCommand):
 
 
 class Group(TyperGroup):
+    order: tuple[str, ...] = ()  # commands listed first, in this order; the others follow as registered
+
     def get_params(self, ctx):
         return _adopt(super().get_params(ctx))
+
+    def list_commands(self, ctx):  # what --help lists
+        names = super().list_commands(ctx)
+        first = [n for n in self.order if n in names]
+        return first + [n for n in names if n not in first]
 
 
 class Typer(typer.Typer):
     """typer.Typer whose groups and commands render help as above."""
 
-    def __init__(self, **options) -> None:
-        super().__init__(cls=Group, **options)
+    def __init__(self, cls: type[Group] = Group, **options) -> None:
+        super().__init__(cls=cls, **options)
 
     def command(self, name: str | None = None, *, cls=None, **options):
         return super().command(name, cls=cls or Command, **options)

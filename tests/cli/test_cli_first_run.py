@@ -32,6 +32,7 @@ def test_library_progress_bars_only_with_verbose(mamba_dir, tmp_path):
     quiet = subprocess.run(command, capture_output=True, text=True, timeout=180, env=env)
     assert quiet.returncode == 0, quiet.stderr
     assert quiet.stderr == "" and "relative logit difference" in quiet.stdout
+    assert "Input: garden" in quiet.stdout  # the query the answer is to
     verbose = subprocess.run(command[:1] + ["-v"] + command[1:], capture_output=True, text=True, timeout=180, env=env)
     assert verbose.returncode == 0 and "Loading weights" in verbose.stderr and "INFO skillsoup" in verbose.stderr
 

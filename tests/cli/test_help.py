@@ -67,3 +67,13 @@ def test_argument_names_in_capitals(cli, monkeypatch):
     assert usage["eval icl"][-1] == "SKILL_FILES..."
     missing = cli("ask")
     assert missing.code == 2 and missing.err.startswith("error: Missing argument 'QUERY'.")
+
+
+def test_the_commands_are_listed_in_the_order_a_user_meets_them(tmp_path):
+    from skillsoup.cli import _Commands
+
+    top = {p[0] for p in command_paths() if len(p) == 1}
+    assert set(_Commands.order) == top  # a new command gets its place in the list deliberately
+    r = run_skillsoup("--help", tmp_path=tmp_path)
+    listed = re.findall(r"^│ (\w+) ", r.stdout, flags=re.M)
+    assert listed == list(_Commands.order), r.stdout
