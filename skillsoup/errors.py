@@ -53,34 +53,29 @@ class RegistryReadOnlyError(RegistryError):
     """A write to a registry folder this process may only read."""
 
 
-class SkillNotFoundError(RegistryError):
-    """A skill name is not in the registry. ``names``: the names asked for (for messages that suit
-    another caller, such as the HTTP server)."""
+class _NamesSkills:
+    """An error about some skills: ``names`` lets another caller (the HTTP server) word its own message."""
 
     def __init__(self, message: str, names: tuple[str, ...] = ()):
         super().__init__(message)
         self.names = tuple(names)
 
 
-class SkillConflictError(RegistryError):
+class SkillNotFoundError(_NamesSkills, RegistryError):
+    """A skill name is not in the registry. ``names``: the names asked for."""
+
+
+class SkillConflictError(_NamesSkills, RegistryError):
     """A skill being added has the name of a stored skill with other content, and replacing was not
     asked for. ``names``: the conflicting names."""
-
-    def __init__(self, message: str, names: tuple[str, ...] = ()):
-        super().__init__(message)
-        self.names = tuple(names)
 
 
 class RoutingError(SkillsoupError):
     """A query or router option is invalid."""
 
 
-class UnknownSkillError(RoutingError):
+class UnknownSkillError(_NamesSkills, RoutingError):
     """A skill named in a request (pinned) is not in the registry. ``names``: the names asked for."""
-
-    def __init__(self, message: str, names: tuple[str, ...] = ()):
-        super().__init__(message)
-        self.names = tuple(names)
 
 
 class PolicyError(RoutingError):
