@@ -17,6 +17,24 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)  # an error stays one line
 
+
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """'1 skill', '3 skills' ('1 labelled query', '2 labelled queries' with ``plural``)."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
+def one_of(*choices: str):
+    """An option callback: a value not among ``choices`` is a usage error (exit 2, names the option
+    and its --help), found before anything loads."""
+
+    def check(value):
+        if value is not None and value not in choices:
+            raise typer.BadParameter(f"{value!r} is not one of {', '.join(choices)}")
+        return value
+
+    return check
+
+
 RegistryOpt = Annotated[
     Optional[Path],
     typer.Option("--registry", metavar="DIR",
@@ -36,21 +54,6 @@ DeviceOpt = Annotated[
     typer.Option("--device", help="cpu, cuda or cuda:N. On cuda the Triton kernels run, decoding and short reads "
                                   "as CUDA graphs, skill states kept on the GPU."),
 ]
-def counted(n: int, noun: str, plural: str | None = None) -> str:
-    """'1 skill', '3 skills' ('1 labelled query', '2 labelled queries' with ``plural``)."""
-    return f"{n} {noun if n == 1 else plural or noun + 's'}"
-
-
-def one_of(*choices: str):
-    """An option callback: a value not among ``choices`` is a usage error (exit 2, names the option
-    and its --help), found before anything loads."""
-    def check(value):
-        if value is not None and value not in choices:
-            raise typer.BadParameter(f"{value!r} is not one of {', '.join(choices)}")
-        return value
-    return check
-
-
 MIX_CHOICES = ("mix", "top")  # skillsoup.runtime.MIX_MODES and KV_MODES, without importing torch here
 KV_CHOICES = ("top", "concat")
 MixOpt = Annotated[str, typer.Option("--mix", callback=one_of(*MIX_CHOICES), help="Conv states of mixed skills: mix or top.")]
@@ -83,17 +86,24 @@ def quiet_libraries() -> None:
         hf_logging.disable_progress_bar()
 
 
+def require_registry(registry: Optional[Path], chroma_url: Optional[str], other_way: str = "") -> None:
+    """A --registry folder that does not exist is a RegistryError (``other_way``: how else this
+    command gets one), checked before anything loads."""
+    if registry is not None and chroma_url is None and not Path(registry).expanduser().exists():
+        from skillsoup.errors import RegistryError
+
+        raise RegistryError(f"registry {registry} does not exist; check --registry (skillsoup add FILES "
+                            f"--registry {registry} creates one{other_way})")
+
+
 def open_registry(registry: Optional[Path], chroma_url: Optional[str], create: bool = False):
     """The registry of --registry / --chroma-url (default: the configured one). A --registry folder
     that does not exist is created only by commands that write (``create``): a mistyped path given to
     route, ask or list is an error, not a new empty registry that answers without skills."""
     from skillsoup.registry import SkillRegistry
 
-    if registry is not None and chroma_url is None and not create and not Path(registry).expanduser().exists():
-        from skillsoup.errors import RegistryError
-
-        raise RegistryError(f"registry {registry} does not exist; check --registry (skillsoup add FILES "
-                            f"--registry {registry} creates one)")
+    if not create:
+        require_registry(registry, chroma_url)
     quiet_libraries()
     return SkillRegistry.open(registry, chroma_url=chroma_url)
 

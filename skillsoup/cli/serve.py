@@ -8,8 +8,10 @@ import typer
 from rich.markup import escape
 
 from skillsoup.cli import app
-from skillsoup.cli.common import ChromaUrlOpt, ModelOpt, RegistryOpt, err_console, one_of, quiet_libraries
-from skillsoup.errors import RegistryError, ServeError
+from skillsoup.cli.common import (
+    ChromaUrlOpt, ModelOpt, RegistryOpt, err_console, one_of, quiet_libraries, require_registry,
+)
+from skillsoup.errors import ServeError
 
 
 @app.command()
@@ -53,9 +55,8 @@ def serve(
     except ValueError as exc:  # the options above are range-checked by the parser already
         raise ServeError(str(exc)) from None
     options.check()  # before loading anything: an unsafe address fails at once
-    if registry is not None and chroma_url is None and not admin and not registry.expanduser().exists():
-        raise RegistryError(f"registry {registry} does not exist; check --registry (skillsoup add FILES --registry "
-                            f"{registry} creates one; with --admin, serve starts an empty one to fill over HTTP)")
+    if not admin:  # with --admin, a new registry is filled over HTTP
+        require_registry(registry, chroma_url, "; with --admin, serve starts an empty one to fill over HTTP")
     quiet_libraries()
 
     def ready(soup) -> None:
