@@ -117,10 +117,13 @@ class SkillIndex:
             if url.scheme not in ("http", "https") or not url.hostname:
                 raise RegistryError(f"--chroma-url {chroma_url!r} is not an http(s)://HOST:PORT address")
             port = url.port or (443 if url.scheme == "https" else 8000)
+            address = f"{url.scheme}://{url.hostname}:{port}"  # what a bare "host" or "host:port" was read as
             try:
                 return chromadb.HttpClient(host=url.hostname, port=port, ssl=url.scheme == "https", settings=settings)
             except Exception as exc:  # chromadb raises bare ValueError/ConnectionError subclasses
-                raise RegistryError(f"cannot reach the Chroma server at {chroma_url}: {exc}; is `chroma run` up?") from None
+                why = "" if "could not connect" in str(exc).lower() else f" ({exc})"  # its generic line says no more
+                raise RegistryError(f"cannot reach a Chroma server at {address}{why}; start one with `chroma run "
+                                    f"--path DIR --port {port}` or give --chroma-url http://HOST:PORT") from None
         assert path is not None
         os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
         try:

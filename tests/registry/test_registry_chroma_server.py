@@ -95,7 +95,11 @@ def test_unreachable_server_is_a_clear_error(tmp_path):
     from skillsoup.errors import RegistryError
 
     port = _free_port()  # nothing listens there
-    with pytest.raises(RegistryError, match="Chroma server"):
+    with pytest.raises(RegistryError, match="Chroma server") as caught:
         SkillRegistry.open(tmp_path, chroma_url=f"http://127.0.0.1:{port}", embedder="hash:8")
+    assert f"chroma run --path DIR --port {port}" in str(caught.value)
+    assert "Could not connect" not in str(caught.value)  # chromadb's generic line is not repeated
+    with pytest.raises(RegistryError, match=f"at http://127.0.0.1:{port};"):  # a bare HOST:PORT, read as http
+        SkillRegistry.open(tmp_path, chroma_url=f"127.0.0.1:{port}", embedder="hash:8")
     with pytest.raises(RegistryError, match="HOST:PORT"):
         SkillRegistry.open(tmp_path, chroma_url="ftp://x", embedder="hash:8")
