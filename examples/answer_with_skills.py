@@ -5,6 +5,7 @@
 
 import argparse
 
+from skillsoup.routing.matches import weight_text
 from skillsoup.runtime import SkillSoup
 from skillsoup.skills.loader import load_skills
 
@@ -21,7 +22,7 @@ with SkillSoup.open(registry=args.registry, model=args.model) as soup:
         soup.registry.add(load_skills([args.skills]), soup.model)
     for query in args.queries:
         answer = soup.answer(query, max_new_tokens=args.max_tokens)
-        used = ", ".join(f"{m.name} {m.weight:.2f}" for m in answer.matches) or "no skill"
+        used = ", ".join(f"{m.name} {weight_text(m.weight)}" for m in answer.matches) or "no skill"
         t = answer.timings
         print(f"{query!r} -> {answer.text!r}")
         print(f"    skills: {used}; route {t.route_ms:.0f} ms, first token {t.first_token_ms:.0f} ms")
