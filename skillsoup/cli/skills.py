@@ -181,8 +181,9 @@ def remove(
         users = reg.remove(name)
     console.print(f"removed {escape(name)}")
     if users:
-        console.print(f"[yellow]it was a source of composite skill{'s' if len(users) > 1 else ''} "
-                      f"{escape(', '.join(users))}: they keep their stored mix but cannot be remixed[/]")
+        which = (f"composite skill {escape(users[0])}: it keeps its" if len(users) == 1 else
+                 f"composite skills {escape(', '.join(users))}: they keep their")
+        console.print(f"[yellow]it was a source of {which} stored mix but cannot be remixed[/]")
 
 
 @skills_app.command()

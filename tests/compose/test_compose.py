@@ -293,7 +293,7 @@ def test_compose_command(cli, tmp_path):
     code, out, _ = cli("skills", "list")
     assert code == 0 and "(mix of 2)" in out
     code, out, _ = cli("skills", "remove", a)
-    assert code == 0 and "source of composite skill blend" in out
+    assert code == 0 and "source of composite skill blend: it keeps its stored mix" in " ".join(out.split())
     code, out, _ = cli("skills", "show", "blend")
     assert code == 0 and "removed since composed" in out
     code, out, err = cli("doctor", "--model", DEMO_MODEL_DIR)
