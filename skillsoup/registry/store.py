@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from skillsoup.errors import RegistryError, StateFileError
+from skillsoup.errors import RegistryError, StateError, StateFileError
 from skillsoup.states.state import SkillState
-from skillsoup.states.state_file import StateSummary, summarize
+from skillsoup.states.state_file import REBUILD, StateSummary, summarize
 
 if TYPE_CHECKING:
     from skillsoup.models.base import StateModel
@@ -34,6 +34,16 @@ _HASH = re.compile(r"^[0-9a-f]{64}$")
 def fp_key(fingerprint: str) -> str:
     """The short form of a model fingerprint used in folder names and metadata keys."""
     return fingerprint[:16]
+
+
+def state_problem(exc: StateError) -> str:
+    """What is wrong with a state file, without the "recompute it" advice: for a caller that
+    recomputes the state itself, or gives its own advice."""
+    message = str(exc)
+    for sep in ("; ", ": "):
+        if message.endswith(sep + REBUILD):
+            return message[: -len(sep + REBUILD)]
+    return message
 
 
 @dataclass(frozen=True)
@@ -68,14 +78,14 @@ class StateStore:
         try:
             data = path.read_bytes()
         except FileNotFoundError:
-            raise StateFileError(f"state file {path} is missing; it will be recomputed (skillsoup skills rebuild)") from None
+            raise StateFileError(f"state file {path} is missing; {REBUILD}") from None
         except OSError as exc:
             raise StateFileError(f"cannot read state file {path}: {exc.strerror}") from None
         actual = state_sha256(data)
         if actual != sha256:
             raise StateFileError(
                 f"state file {path} has sha256 {actual[:12]}…, the index expects {sha256[:12]}…: it was changed "
-                "or corrupted; recompute it (skillsoup skills rebuild)"
+                f"or corrupted; {REBUILD}"
             )
         state = SkillState.from_bytes(data, source=str(path), model=model)
         if state.fingerprint != fingerprint:

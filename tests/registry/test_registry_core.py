@@ -96,13 +96,15 @@ def test_damaged_state_file_is_detected_and_recomputed(open_registry, tiny_model
         path.write_bytes(data[: len(data) // 2])
     else:
         path.unlink()
-    with pytest.raises(StateError, match="rebuild"):
+    with pytest.raises(StateError, match="rebuild") as caught:
         reg.state("alpha", tiny_model, recompute=False)
+    assert str(caught.value).count("rebuild") == 1  # the advice is given once
     report = reg.doctor(tiny_model, repair=False)
     assert {p.kind for p in report.problems} == {"missing state file" if damage == "delete" else "sha256 mismatch"}
     with caplog.at_level(logging.WARNING, logger="skillsoup.registry"):
         state = reg.state("alpha", tiny_model)
-    assert "recomputing" in caplog.text
+    assert "recomputing it from its" in caplog.text
+    assert "rebuild" not in caplog.text and "recompute it" not in caplog.text  # no advice for what is being done
     assert _same_state(state, capture_skill(tiny_model, skill))
     assert reg.doctor(tiny_model, repair=False).clean
     assert _same_state(reg.state("alpha", tiny_model, recompute=False), state)
