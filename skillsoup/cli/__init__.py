@@ -97,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         show_usage_error(exc, sys.argv[1:] if argv is None else argv)
         return exc.exit_code
+    if result == 130:  # typer returns Ctrl-C during a command as a silent 130 (no command returns it)
+        err_console.print("[red]aborted[/]")
     return result if isinstance(result, int) else 0
 
 

@@ -136,6 +136,19 @@ def test_locked_registry_is_one_red_line(cli, tmp_path, mamba_dir, monkeypatch):
     assert _names(cli) == ["upper"]
 
 
+def test_ctrl_c_during_add_says_aborted_and_keeps_what_was_stored(cli, tmp_path, mamba_dir, monkeypatch):
+    assert cli("add", write_skill_yaml(tmp_path / "f", "upper"), "--model", mamba_dir).code == 0
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("skillsoup.registry.registry.capture_skill", interrupted)  # Ctrl-C while capturing
+    r = cli("add", write_skill_yaml(tmp_path / "g", "reverse"), "--model", mamba_dir)
+    assert (r.code, r.err) == (130, "aborted\n")
+    assert _names(cli) == ["upper"]
+    assert cli("doctor", "--model", mamba_dir).code == 0
+
+
 def test_empty_registry_says_how_to_add(cli):
     r = cli("skills", "list")
     assert r.code == 0 and "skillsoup add" in r.out
