@@ -85,7 +85,7 @@ def _assert_same_step(got, want):
 @pytest.mark.parametrize("rows", [1, 5])
 def test_plan_step_equals_module_by_module_step(arch, residual_in_fp32, rows):
     model = _model(arch, residual_in_fp32)
-    state = want_state = _start(model, rows)
+    state = _start(model, rows)
     own = state.clone()
     buffer = own.fixed.data_ptr()
     for t in range(6):
