@@ -7,7 +7,7 @@ and 32 concurrent clients, against one client at a time, on the demo model on th
 Each client sends streamed chat requests one after another (queries drawn from the demo skills'
 held-out inputs, routed, or pinned to their skill with --pinned; greedy, max_tokens 64); time to
 first token (TTFT) runs from sending a request to its first text chunk; tokens are each answer's
-usage. The server runs in its own process (``skillsoup serve``, one torch thread), as a user
+usage. The server runs in its own process (``skillsoup serve``, one torch thread unless --threads), as a user
 starts it; the clients are one asyncio loop here.
 Goal (issue 16): 32 clients >= 6x the tokens/s of one client at a time, p95 TTFT <= 1 s. The
 load average is printed beside the table, and the CPU the server process got (server cores) and
@@ -35,14 +35,15 @@ ROOT = Path(__file__).resolve().parents[1]
 CLI = "import sys; from skillsoup.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
-def build_registry(path: Path, embedder: str | None, names: list[str] | None) -> Path:
+def build_registry(path: Path, embedder: str | None, names: list[str] | None, model: str | None = None) -> Path:
+    """The demo skills, their states captured with the served model (not on the first request)."""
     from skillsoup import load_model, load_skills
     from skillsoup.demo import DEMO_MODEL_DIR
     from skillsoup.registry import SkillRegistry
 
     skills = [s for s in load_skills([ROOT / "skills" / "demo"]) if names is None or s.name in names]
     with SkillRegistry.open(path, embedder=embedder) as reg:
-        reg.add(skills, load_model(DEMO_MODEL_DIR))
+        reg.add(skills, load_model(model or DEMO_MODEL_DIR))
     return path
 
 
@@ -66,7 +67,8 @@ def _free_port() -> int:
 class Server:
     """``skillsoup serve`` in a subprocess (or, with ``in_process``, a thread: for the smoke test)."""
 
-    def __init__(self, registry: Path, model: str | None, max_batch: int, prefill: str, in_process: bool):
+    def __init__(self, registry: Path, model: str | None, max_batch: int, prefill: str, in_process: bool,
+                 threads: int = 1, prefill_pass_ms: float = 50.0):
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._proc = self._thread = None
@@ -74,14 +76,15 @@ class Server:
             from skillsoup.serve.engine import EngineConfig
             from skillsoup.serve.server import ServeOptions, ServerThread, build_local, open_soup
 
-            engine = EngineConfig(max_batch=max_batch, prefill=prefill)
+            engine = EngineConfig(max_batch=max_batch, prefill=prefill, prefill_pass_ms=prefill_pass_ms)
             options = ServeOptions(registry=registry, model=model, engine=engine)
             self._soup = open_soup(options)
             app, _ = build_local(self._soup, options, on_close=self._soup.close)
             self._thread = ServerThread(app, port=self.port).start()
             return
-        args = ["serve", "--port", str(self.port), "--registry", str(registry), "--threads", "1",
-                "--max-batch", str(max_batch), "--prefill", prefill, "--log-level", "warning"]
+        args = ["serve", "--port", str(self.port), "--registry", str(registry), "--threads", str(threads),
+                "--max-batch", str(max_batch), "--prefill", prefill, "--prefill-pass-ms", str(prefill_pass_ms),
+                "--log-level", "warning"]
         self._proc = subprocess.Popen([sys.executable, "-c", CLI, *args, *(["--model", model] if model else [])],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self._wait()
@@ -196,6 +199,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--max-batch", type=int, default=32)
     ap.add_argument("--prefill", default="auto", choices=["auto", "parallel", "steps"])
+    ap.add_argument("--threads", type=int, default=1, help="the server's torch threads (the clients share the CPU)")
+    ap.add_argument("--prefill-pass-ms", type=float, default=50.0, help="skillsoup serve --prefill-pass-ms (0: no cap)")
     ap.add_argument("--pinned", action="store_true", help="pin each query's skill (skillsoup/<skill>): no routing")
     ap.add_argument("--rounds", type=int, default=1, help="run every level this many times, interleaved; medians")
     ap.add_argument("--in-process", action="store_true", help="serve from a thread of this process (smoke test)")
@@ -204,9 +209,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         registry = args.registry or build_registry(Path(tmp) / "reg", args.embedder,
-                                                   args.skills.split(",") if args.skills else None)
+                                                   args.skills.split(",") if args.skills else None, args.model)
         queries = queries_for(registry)
-        server = Server(registry, args.model, args.max_batch, args.prefill, args.in_process)
+        server = Server(registry, args.model, args.max_batch, args.prefill, args.in_process, args.threads,
+                        args.prefill_pass_ms)
         levels = [int(x) for x in args.levels.split(",")]
         runs: dict[int, list[dict]] = {c: [] for c in levels}
         try:
@@ -231,7 +237,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         rows = [{k: statistics.median(r[k] for r in runs[c]) for k in runs[c][0]} for c in levels]
     load_after = os.getloadavg()
     base = rows[0]["tok_s"] if rows and rows[0]["clients"] == 1 else None
-    print(f"skillsoup serve on {os.cpu_count()} CPUs, prefill {args.prefill}, max batch {args.max_batch}, "
+    print(f"skillsoup serve on {os.cpu_count()} CPUs, {args.threads} torch thread(s), model {args.model or 'demo'}, "
+          f"prefill {args.prefill} (pass >= {args.prefill_pass_ms:g} ms), max batch {args.max_batch}, "
           f"max_tokens {args.max_tokens}, {len(queries)} {'pinned' if args.pinned else 'routed'} demo queries, "
           f"median of {args.rounds} round(s)")
     print("| clients | requests | req/s | tokens/s | x one at a time | TTFT p50 ms | TTFT p95 ms | latency p50 ms "

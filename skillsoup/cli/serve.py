@@ -34,6 +34,8 @@ def serve(
     max_messages: Annotated[int, typer.Option(min=1, help="The most chat messages in a request.")] = 64,
     prefill: Annotated[str, typer.Option(callback=one_of("auto", "parallel", "steps"),
                                          help="auto, parallel or steps (see docs/serve.md).")] = "auto",
+    prefill_pass_ms: Annotated[float, typer.Option(min=0, help="Least work (ms) one prompt pass may take before "
+                                                   "waiting requests are left for the next one; 0: no cap.")] = 50.0,
     threads: Annotated[Optional[int], typer.Option(help="Torch threads for the model (default: half the cores).")] = None,
     ray: Annotated[bool, typer.Option("--ray", help="Run replicas on Ray Serve (pip install 'skillsoup\\[ray]').")] = False,
     replicas: Annotated[int, typer.Option(min=1, help="Ray Serve replicas of the model.")] = 2,
@@ -50,7 +52,7 @@ def serve(
             host=host, port=port, model=model, registry=registry, chroma_url=chroma_url, api_key=api_key, admin=admin,
             limits=Limits(max_body_bytes=max_body_bytes, max_messages=max_messages, max_tokens=max_tokens_limit,
                           timeout_s=timeout),
-            engine=EngineConfig(max_batch=max_batch, prefill=prefill), max_queue=max_queue, threads=threads,
+            engine=EngineConfig(max_batch=max_batch, prefill=prefill, prefill_pass_ms=prefill_pass_ms), max_queue=max_queue, threads=threads,
         )
     except ValueError as exc:  # the options above are range-checked by the parser already
         raise ServeError(str(exc)) from None

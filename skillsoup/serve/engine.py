@@ -24,6 +24,9 @@ routed clients on the demo model (benchmarks/bench_serve.py): the padded pass to
 thread's CPU per request from 19 to 12 ms and TTFT p95 from 1.8-2.4 s to 1.4 s against chunked
 prefill, which feeds a ~50-token prompt through ~50 batched steps before the first answer token.
 The last prompt token always goes through a batched step, whose logits give the first answer token.
+One pass reads only as many prompts as the prefill budget allows (about 8 decode steps' work, at
+least ``prefill_pass_ms``; scheduling.py), so a burst of long prompts on a large model is read over
+several iterations with decode steps between, and running answers keep streaming.
 
 Exactness: the same prompt from the same state, the same sampler (greedy = first argmax) and the
 same stop rules (``StopDecoder``, EOS) as ``SkillSoup.stream``. Batched steps sum in another order
@@ -40,7 +43,7 @@ import logging
 import threading
 import time
 from collections import deque
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -49,49 +52,10 @@ from skillsoup.errors import StateMismatchError
 from skillsoup.models.generation import StopDecoder, sample
 from skillsoup.runtime import AnswerText, Prepared
 from skillsoup.serve.events import Done, Event, Failed, Piece
+from skillsoup.serve.scheduling import PREFILL_MODES, EngineConfig, EngineStats, PrefillBudget  # noqa: F401 (API)
 from skillsoup.states.state import SkillState
 
 log = logging.getLogger(__name__)
-
-PREFILL_MODES = ("auto", "parallel", "steps")
-
-
-# ---- settings and counters -------------------------------------------------------------------
-@dataclass(frozen=True)
-class EngineConfig:
-    max_batch: int = 32  # rows decoded together
-    prefill: str = "auto"  # "parallel", "steps", or "auto" (parallel if padded passes are exact, else while
-    #                        fewer rows than below decode)
-    parallel_prefill_below: int = 2
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.max_batch, int) or self.max_batch < 1:
-            raise ValueError(f"max_batch must be a positive integer, got {self.max_batch!r}")
-        if self.prefill not in PREFILL_MODES:
-            raise ValueError(f"prefill must be one of {PREFILL_MODES}, got {self.prefill!r}")
-
-
-@dataclass
-class EngineStats:
-    """Counters since start (written by the engine thread only) and the live sizes."""
-
-    steps: int = 0  # batched model steps
-    row_steps: int = 0  # rows summed over steps
-    tokens: int = 0  # answer tokens sampled, cancelled requests included
-    admitted: int = 0
-    finished: int = 0
-    cancelled: int = 0
-    timed_out: int = 0
-    failed: int = 0
-    parallel_prefills: int = 0
-    step_prefills: int = 0
-    rows: int = 0  # now decoding
-    waiting: int = 0  # now waiting for a row
-    groups: int = 0  # now stepped separately
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
 
 # ---- requests inside the engine ------------------------------------------------------------------
 class Job:
@@ -142,6 +106,7 @@ class Engine:
         self.model = model
         self.config = config or EngineConfig()
         self.stats = EngineStats()
+        self._budget = PrefillBudget(self.config.prefill_pass_ms)
         self._inbox: deque[Job] = deque()
         self._cv = threading.Condition()
         self._groups: list[_Group] = []
@@ -200,13 +165,20 @@ class Engine:
 
     def _admit(self) -> None:
         """Move waiting requests into free rows. Those that read their prompt in parallel read it
-        together, in one padded pass (``StateModel.capture_many``): one call's fixed cost for all."""
-        jobs = []
+        together, in one padded pass (``StateModel.capture_many``): one call's fixed cost for all,
+        as many as the prefill budget lets one pass read (scheduling.py); the rest wait one step."""
+        mode, busy = self.config.prefill, self.stats.rows >= self.config.parallel_prefill_below
+        parallel = mode == "parallel" or (mode == "auto" and (self.model.pads_exactly or not busy))
+        jobs, n_reading, longest = [], 0, 0
         while self.stats.rows + len(jobs) < self.config.max_batch:
             with self._cv:
                 if not self._inbox:
                     break
-                job = self._inbox.popleft()
+                job = self._inbox[0]
+                n = len(job.prepared.prompt_ids) - 1 if parallel else 0  # prompt tokens a pass reads
+                if n > 0 and not self._budget.fits(n_reading + 1, max(longest, n)):
+                    break
+                self._inbox.popleft()
                 self.stats.waiting = len(self._inbox)
             if job.cancelled:
                 self.stats.cancelled += 1
@@ -219,10 +191,9 @@ class Engine:
                                 {"queue_ms": _ms(job.submitted, time.monotonic())}))
             else:
                 jobs.append(job)
+                n_reading, longest = n_reading + (n > 0), max(longest, n)
         if not jobs:
             return
-        mode, busy = self.config.prefill, self.stats.rows >= self.config.parallel_prefill_below
-        parallel = mode == "parallel" or (mode == "auto" and (self.model.pads_exactly or not busy))
         reading = [j for j in jobs if parallel and len(j.prepared.prompt_ids) > 1]
         if len(reading) > 1:
             admitted, t0 = time.monotonic(), time.perf_counter()
@@ -233,8 +204,10 @@ class Engine:
                 log.warning("reading %d prompts together failed; reading them one by one", len(reading), exc_info=True)
             else:
                 ms = (time.perf_counter() - t0) * 1000
+                self._budget.measured_pass(len(reading), longest, ms)
                 self.stats.admitted += len(reading)
                 self.stats.parallel_prefills += len(reading)
+                self.stats.prefill_passes += 1
                 self._join(state, [_Row(j, self.model, True, admitted, ms) for j in reading])
                 jobs = [j for j in jobs if j not in reading]
         for job in jobs:
@@ -251,6 +224,8 @@ class Engine:
         state, admitted, t0 = p.state, time.monotonic(), time.perf_counter()
         if parallel and len(p.prompt_ids) > 1:
             state = self.model.capture(list(p.prompt_ids[:-1]), state)
+            self._budget.measured_pass(1, len(p.prompt_ids) - 1, (time.perf_counter() - t0) * 1000)
+            self.stats.prefill_passes += 1
         self.stats.parallel_prefills += parallel
         self.stats.step_prefills += not parallel
         row = _Row(job, self.model, parallel, admitted, (time.perf_counter() - t0) * 1000 if parallel else 0.0)
@@ -300,6 +275,7 @@ class Engine:
         self._compact()
 
     def _step(self) -> None:
+        t0 = time.perf_counter()
         for group in list(self._groups):
             tokens = [row.next_input() for row in group.rows]
             try:
@@ -316,6 +292,7 @@ class Engine:
             greedy = logits.argmax(-1).tolist()
             for i, row in enumerate(group.rows):
                 self._advance(row, logits[i], greedy[i])
+        self._budget.measured_step((time.perf_counter() - t0) * 1000)
         self._compact()
 
     def _advance(self, row: _Row, logits: torch.Tensor, greedy_token: int) -> None:

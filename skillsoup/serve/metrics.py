@@ -9,7 +9,7 @@ Per server (one registry per app, so several servers in a process never mix thei
     skillsoup_requests_timed_out_total
 Read from the engine(s) at scrape time (summed over Ray replicas):
     skillsoup_batch_rows, skillsoup_queue_waiting, skillsoup_engine_steps_total,
-    skillsoup_engine_row_steps_total, skillsoup_generated_tokens_total,
+    skillsoup_engine_row_steps_total, skillsoup_engine_prefill_passes_total, skillsoup_generated_tokens_total,
     skillsoup_state_cache_hits_total, skillsoup_state_cache_misses_total, skillsoup_state_cache_bytes,
     skillsoup_replica_retries_total (Ray only)
 """
@@ -27,6 +27,7 @@ _GAUGES = {"rows": ("batch_rows", "rows decoding now"), "waiting": ("queue_waiti
            "cache_bytes": ("state_cache_bytes", "bytes of skill states held in memory")}
 _COUNTERS = {"steps": ("engine_steps", "batched model steps"),
              "row_steps": ("engine_row_steps", "batch rows summed over steps (row_steps / steps = mean batch)"),
+             "prefill_passes": ("engine_prefill_passes", "parallel prompt passes (one padded pass reads several)"),
              "tokens": ("generated_tokens", "answer tokens sampled, cancelled requests included"),
              "cache_hits": ("state_cache_hits", "skill states served from memory"),
              "cache_misses": ("state_cache_misses", "skill states read from the store (or recaptured)"),

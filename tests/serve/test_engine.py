@@ -255,3 +255,70 @@ def test_a_hybrid_model_batches_rows_with_different_kv_lengths(tmp_path, hybrid_
                 assert isinstance(got.end(i), Done) and got.text(i) == alone.text, (prefill, r)
             assert stats.failed == 0 and stats.row_steps > stats.steps
             assert len({got.text(i) for i in range(len(requests))}) > 1  # the states really differ
+
+
+# ---- the prefill budget (serve/scheduling.py) -------------------------------------------------------
+def test_prefill_budget_decides_how_many_prompts_one_pass_reads():
+    from skillsoup.serve.scheduling import PASS_STEPS, PrefillBudget
+
+    budget = PrefillBudget(pass_ms=50.0)
+    assert budget.fits(1, 10_000) and not budget.fits(2, 1)  # nothing measured: one prompt, to measure
+    budget.measured_pass(1, 100, 100.0)  # 1 ms per padded token
+    assert budget.fits(2, 25) and not budget.fits(2, 26)  # 50 ms of work
+    budget.measured_step(40.0)  # slow steps: a pass may take PASS_STEPS of them
+    assert budget.fits(PASS_STEPS * 40 // 20, 20) and not budget.fits(PASS_STEPS * 40 // 20 + 1, 20)
+    assert PrefillBudget(pass_ms=0).fits(1000, 1000)  # 0: no cap
+    with pytest.raises(ValueError, match="prefill_pass_ms"):
+        EngineConfig(prefill_pass_ms=-1)
+
+
+BURST = ["set the alarm for ten minutes", "convert miles to kilometers", "weather rain", "reverse these letters",
+         "add plus multiply", "hello there"]
+
+
+@pytest.mark.parametrize("pass_ms", [10.0, 0.0], ids=["budget", "no-cap"])
+def test_a_burst_is_read_over_several_passes_while_a_running_answer_streams(tiny_soup, slow_steps, monkeypatch,
+                                                                              pass_ms):
+    """Prompt passes slowed to 50 ms per prompt (a large model's): with a budget of 10 ms (or 8 decode
+    steps) the burst is read one prompt per pass, with decode steps between, so the running answer
+    keeps streaming and early requests get their first token before later prompts are read. Without
+    a cap, one pass reads the whole burst. The answers are the one-at-a-time answers either way."""
+    model = tiny_soup.model
+    real_many, real_one = model.capture_many, model.capture
+    monkeypatch.setattr(model, "capture_many", lambda p, s: (time.sleep(0.05 * len(p)), real_many(p, s))[1])
+    monkeypatch.setattr(model, "capture", lambda p, s=None: (time.sleep(0.05), real_one(p, s))[1])
+    order, lock = [], threading.Lock()
+    got = Collector(1 + len(BURST))
+
+    def emit(i):
+        inner = got.emit(i)
+
+        def both(event):
+            with lock:
+                order.append((i, type(event).__name__))
+            inner(event)
+        return both
+
+    engine = Engine(model, EngineConfig(prefill_pass_ms=pass_ms)).start()
+    try:
+        engine.submit(_one(tiny_soup, max_new_tokens=400), time.monotonic() + FAR, emit(0))
+        deadline = time.monotonic() + 30
+        while not got.events[0]:  # the long answer is streaming
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        passes_before = engine.stats.prefill_passes
+        with engine._cv:  # the whole burst arrives in one moment (submit takes the same reentrant lock)
+            for i, q in enumerate(BURST, start=1):
+                engine.submit(_one(tiny_soup, q, max_new_tokens=5), time.monotonic() + FAR, emit(i))
+        got.wait()
+    finally:
+        engine.stop()
+    burst_passes = engine.stats.prefill_passes - passes_before
+    firsts = [order.index((i, "Piece")) for i in range(1, 1 + len(BURST))]
+    streamed_between = [k for k, (i, _) in enumerate(order) if i == 0 and min(firsts) < k < max(firsts)]
+    if pass_ms:
+        assert burst_passes >= len(BURST) // 2 and streamed_between
+    else:
+        assert burst_passes == 1 and not streamed_between
+    for i, q in enumerate(BURST, start=1):
+        assert got.text(i) == tiny_soup.answer(q, routing=False, max_new_tokens=5).text
