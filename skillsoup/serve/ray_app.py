@@ -282,18 +282,27 @@ def application(options: ServeOptions, replicas: int, replica_cpus: float = 1.0)
 
 
 def build(args: dict):
-    """The ``serve run skillsoup.serve.ray_app:build key=value ...`` entry: model, registry,
-    chroma_url, replicas (2), max_batch, max_queue, timeout, threads, admin; the API key comes from
-    ``api_key`` or $SKILLSOUP_API_KEY. The proxy listens where Serve's http_options say."""
+    """The ``serve run skillsoup.serve.ray_app:build key=value ...`` entry (keys: ``build_options``).
+    The proxy listens where Serve's http_options say."""
+    return application(build_options(args), int(args.get("replicas", 2)))
+
+
+def build_options(args: dict) -> ServeOptions:
+    """``serve run`` arguments as options: model, registry, chroma_url, replicas (2), max_batch,
+    max_queue, timeout, threads, prefill, prefill_pass_ms, admin; the API key comes from ``api_key``
+    or $SKILLSOUP_API_KEY. A bad value is a ValueError that names it."""
     key = args.get("api_key") or os.environ.get("SKILLSOUP_API_KEY")
-    options = ServeOptions(
-        host=args.get("host", "127.0.0.1"), model=args.get("model"), registry=args.get("registry"),
-        chroma_url=args.get("chroma_url"), api_key=key, admin=str(args.get("admin", "")).lower() in ("1", "true"),
-        engine=EngineConfig(max_batch=int(args.get("max_batch", 32))), max_queue=int(args.get("max_queue", 64)),
-        limits=Limits(timeout_s=float(args.get("timeout", 60))),
-        threads=int(args["threads"]) if args.get("threads") else None,
-    )
-    return application(options, int(args.get("replicas", 2)))
+    try:
+        engine = EngineConfig(max_batch=int(args.get("max_batch", 32)), prefill=str(args.get("prefill", "auto")),
+                              prefill_pass_ms=float(args.get("prefill_pass_ms", 50.0)))
+        return ServeOptions(
+            host=args.get("host", "127.0.0.1"), model=args.get("model"), registry=args.get("registry"),
+            chroma_url=args.get("chroma_url"), api_key=key, admin=str(args.get("admin", "")).lower() in ("1", "true"),
+            engine=engine, max_queue=int(args.get("max_queue", 64)), limits=Limits(timeout_s=float(args.get("timeout", 60))),
+            threads=int(args["threads"]) if args.get("threads") else None,
+        )
+    except ValueError as exc:
+        raise ValueError(f"serve run skillsoup.serve.ray_app:build: {exc}") from None
 
 
 def run_ray(options: ServeOptions, replicas: int, address: str | None = None, blocking: bool = True):

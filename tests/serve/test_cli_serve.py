@@ -94,6 +94,19 @@ def test_ray_without_a_chroma_server_is_refused_before_ray_starts(monkeypatch, c
     assert err.startswith("error:") and "--chroma-url" in err and len(err.strip().splitlines()) == 1, err
 
 
+def test_serve_run_arguments_become_options():
+    pytest.importorskip("ray")
+    from skillsoup.serve.ray_app import build_options
+
+    options = build_options({"model": "m", "chroma_url": "http://127.0.0.1:8001", "max_batch": "8", "prefill": "steps",
+                             "prefill_pass_ms": "0", "threads": "2", "timeout": "5"})
+    assert (options.engine.max_batch, options.engine.prefill, options.engine.prefill_pass_ms) == (8, "steps", 0.0)
+    assert (options.threads, options.limits.timeout_s, options.model) == (2, 5.0, "m")
+    assert build_options({}).engine.prefill_pass_ms == 50.0
+    with pytest.raises(ValueError, match="serve run .*prefill must be one of"):
+        build_options({"prefill": "psychic"})
+
+
 def test_the_server_process_hands_the_gil_over_every_millisecond(monkeypatch):
     """run_local's process serves only: its threads (event loop, engine) switch at 1 ms, not 5 ms."""
     import sys
