@@ -9,6 +9,7 @@ folder are in benchmarks/intent_data.py.
     python benchmarks/bench_routing_real.py --data ~/intent-data --split dev      # development: train split only
     python benchmarks/bench_routing_real.py --data ~/intent-data --datasets banking77 --objective accuracy
     python benchmarks/bench_routing_real.py --data ~/intent-data --objective accuracy@0.65   # at the goal's abstain recall
+    python benchmarks/bench_routing_real.py --data ~/intent-data --tune-encoder --tune-epochs 3  # longer encoder tuning
 
 Embeddings of the default MiniLM are cached in DATA/embeddings-<embedder>.npz (the same vectors the
 registry would compute; ``--no-cache`` recomputes them), so a second run spends its time routing.
@@ -83,6 +84,7 @@ def write_skill_files(task: intent_data.Task, folder: Path) -> Path:
 def run_dataset(name: str, args, model, embedder, tmp: Path) -> dict:
     from skillsoup.registry import SkillRegistry
     from skillsoup.routing import Router, evaluate, fit
+    from skillsoup.routing.encoder_tuning import TuningSettings
     from skillsoup.routing.tune import fit_tuned
     from skillsoup.skills.loader import load_skills
 
@@ -98,7 +100,8 @@ def run_dataset(name: str, args, model, embedder, tmp: Path) -> dict:
         embedder.embed([r["query"] for r in task.fit])  # embedded once here, so the fit time below is the fit's own
         t0 = time.perf_counter()
         if args.tune_encoder:
-            tuned = fit_tuned(router, task.fit, objective=args.objective)
+            tuned = fit_tuned(router, task.fit, objective=args.objective,
+                              settings=TuningSettings(epochs=args.tune_epochs))
             report, encoder = tuned.fit, {"kept": tuned.kept, "tuning_s": tuned.tuning.seconds, "steps": tuned.tuning.steps,
                                           "trials": {t.label: t.judged for t in tuned.trials}}
         else:
@@ -204,6 +207,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--tune-encoder", action="store_true",
                         help="fit with encoder tuning (skillsoup fit --tune-encoder): minutes per dataset")
+    parser.add_argument("--tune-epochs", type=int, default=1, help="epochs of encoder tuning (fit's default: 1)")
     args = parser.parse_args(argv)
 
     import torch
