@@ -26,7 +26,12 @@ class StateMismatchError(StateError):
 
 
 class StateFileError(StateError):
-    """A state file is missing, truncated, not safetensors, or holds bad values."""
+    """A state file is missing, truncated, not safetensors, or holds bad values. ``problem`` is what
+    is wrong without the advice, for a caller that recomputes the state itself."""
+
+    def __init__(self, message: str, problem: str | None = None):
+        super().__init__(message)
+        self.problem = problem or message
 
 
 class MixError(SkillsoupError):

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from skillsoup.errors import RegistryError, StateError, StateFileError
 from skillsoup.states.state import SkillState
-from skillsoup.states.state_file import REBUILD, StateSummary, summarize
+from skillsoup.states.state_file import StateSummary, needs_rebuild, summarize
 
 if TYPE_CHECKING:
     from skillsoup.models.base import StateModel
@@ -37,13 +37,9 @@ def fp_key(fingerprint: str) -> str:
 
 
 def state_problem(exc: StateError) -> str:
-    """What is wrong with a state file, without the "recompute it" advice: for a caller that
-    recomputes the state itself, or gives its own advice."""
-    message = str(exc)
-    for sep in ("; ", ": "):
-        if message.endswith(sep + REBUILD):
-            return message[: -len(sep + REBUILD)]
-    return message
+    """What is wrong with a state, without the "recompute it" advice: for a caller that recomputes
+    the state itself, or gives its own advice."""
+    return exc.problem if isinstance(exc, StateFileError) else str(exc)
 
 
 @dataclass(frozen=True)
@@ -78,15 +74,13 @@ class StateStore:
         try:
             data = path.read_bytes()
         except FileNotFoundError:
-            raise StateFileError(f"state file {path} is missing; {REBUILD}") from None
+            raise needs_rebuild(f"state file {path} is missing") from None
         except OSError as exc:
             raise StateFileError(f"cannot read state file {path}: {exc.strerror}") from None
         actual = state_sha256(data)
         if actual != sha256:
-            raise StateFileError(
-                f"state file {path} has sha256 {actual[:12]}…, the index expects {sha256[:12]}…: it was changed "
-                f"or corrupted; {REBUILD}"
-            )
+            raise needs_rebuild(f"state file {path} has sha256 {actual[:12]}…, the index expects {sha256[:12]}…: it "
+                                "was changed or corrupted")
         state = SkillState.from_bytes(data, source=str(path), model=model)
         if state.fingerprint != fingerprint:
             raise StateFileError(f"state file {path} was made by model {state.fingerprint[:12]}, not {fingerprint[:12]}")

@@ -30,9 +30,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from skillsoup.errors import StateFileError, StateMismatchError
+from skillsoup.errors import StateMismatchError
 from skillsoup.states.layout import FIXED_KINDS, RECURRENT, StateLayout
-from skillsoup.states.state_file import REBUILD, StateParts, decode, encode, write_atomic
+from skillsoup.states.state_file import StateParts, decode, encode, needs_rebuild, write_atomic
 
 __all__ = ["SkillState", "check_compatible", "relative_error", "relative_state_error", "validate", "write_atomic"]
 
@@ -281,7 +281,7 @@ class SkillState:
         made by that model. Files of format 1 (Mamba states written before hybrids) still load."""
         path = Path(path)
         if not path.is_file():
-            raise StateFileError(f"state file {path} does not exist; {REBUILD}")
+            raise needs_rebuild(f"state file {path} does not exist")
         return cls.from_bytes(path.read_bytes(), source=str(path), model=model, device=device)
 
     @classmethod
@@ -291,7 +291,7 @@ class SkillState:
             state = cls.from_flat(parts.layout, parts.fixed, parts.n_tokens, parts.fingerprint, parts.arch,
                                   parts.meta, parts.kv or None)
         except StateMismatchError as exc:
-            raise StateFileError(f"{source}: {exc}; {REBUILD}") from None
+            raise needs_rebuild(f"{source}: {exc}") from None
         validate(state, source=source)
         if model is not None:
             model.check_state(state, source=source)
@@ -319,12 +319,12 @@ def validate(state: SkillState, source: str = "state", values: bool = True) -> N
         if bool(((state.positions < -1) | (state.positions >= limit)).any()):
             raise StateMismatchError(f"{source}: KV positions must lie in [-1, n_tokens); recapture the state")
     if not bool(torch.isfinite(state.fixed).all()):
-        raise StateFileError(f"{source}: {_first_bad_layer(state)} holds NaN or infinite values; recompute the state")
+        raise needs_rebuild(f"{source}: {_first_bad_layer(state)} holds NaN or infinite values")
     if state.keys is not None:
         bias = state.kv_bias
         if not (bool(torch.isfinite(state.keys).all()) and bool(torch.isfinite(state.values).all())
                 and not bool((torch.isnan(bias) | torch.isposinf(bias)).any())):
-            raise StateFileError(f"{source}: the attention KV holds NaN or infinite values; recompute the state")
+            raise needs_rebuild(f"{source}: the attention KV holds NaN or infinite values")
 
 
 def _first_bad_layer(state: SkillState) -> str:

@@ -35,6 +35,11 @@ KV_TENSORS = ("keys", "values", "positions", "kv_bias")
 REBUILD = "recompute it (skillsoup skills rebuild)"
 
 
+def needs_rebuild(problem: str) -> StateFileError:
+    """The error for a state file that cannot be used: the problem, then how to recompute it."""
+    return StateFileError(f"{problem}; {REBUILD}", problem)
+
+
 @dataclass
 class StateParts:
     """What a state file holds, before it becomes a SkillState."""
@@ -70,13 +75,13 @@ def decode(data: bytes, source: str) -> StateParts:
     from safetensors import SafetensorError
     from safetensors.torch import load
 
-    hint = f"it is truncated or not a skillsoup state file; {REBUILD}"
+    hint = "it is truncated or not a skillsoup state file"
     try:
         header_len = int.from_bytes(data[:8], "little")
         header = json.loads(data[8 : 8 + header_len])
         tensors = load(data)
     except (SafetensorError, ValueError, UnicodeDecodeError, RuntimeError) as exc:
-        raise StateFileError(f"cannot read state file {source}: {hint} ({exc})") from None
+        raise needs_rebuild(f"cannot read state file {source}: {hint} ({exc})") from None
     meta = header.get("__metadata__") or {}
     version = meta.get("format")
     try:
@@ -85,10 +90,8 @@ def decode(data: bytes, source: str) -> StateParts:
         if version == FORMAT_V1:
             return _decode_v1(tensors, meta, source)
     except (KeyError, ValueError, TypeError) as exc:
-        raise StateFileError(f"{source} misses or garbles entry {exc}: {hint}") from None
-    raise StateFileError(
-        f"{source} has format {version!r}; this skillsoup reads {FORMAT!r} and {FORMAT_V1!r}: {REBUILD}"
-    )
+        raise needs_rebuild(f"{source} misses or garbles entry {exc}: {hint}") from None
+    raise needs_rebuild(f"{source} has format {version!r}; this skillsoup reads {FORMAT!r} and {FORMAT_V1!r}")
 
 
 def _common(meta: dict) -> dict:
@@ -100,7 +103,7 @@ def _decode_v2(tensors: dict, meta: dict, source: str) -> StateParts:
     layout = StateLayout.from_dict(json.loads(meta["layout"]))
     expected = {"fixed", *(KV_TENSORS if layout.has_kv else ())}
     if set(tensors) != expected:
-        raise StateFileError(f"{source} holds tensors {sorted(tensors)}, expected {sorted(expected)}: {REBUILD}")
+        raise needs_rebuild(f"{source} holds tensors {sorted(tensors)}, expected {sorted(expected)}")
     return StateParts(layout, tensors["fixed"], kv={k: tensors[k] for k in KV_TENSORS if k in tensors}, **_common(meta))
 
 
@@ -109,16 +112,16 @@ def _decode_v1(tensors: dict, meta: dict, source: str) -> StateParts:
     n_layers = int(meta["num_layers"])
     common = _common(meta)
     if common["arch"] not in V1_ARCHS:
-        raise StateFileError(f"{source} is a format-1 state of unknown architecture {common['arch']!r}: {REBUILD}")
+        raise needs_rebuild(f"{source} is a format-1 state of unknown architecture {common['arch']!r}")
     if len(tensors) != 2 * n_layers or n_layers < 1:
-        raise StateFileError(f"{source} holds {len(tensors)} tensors, expected {2 * n_layers}: {REBUILD}")
+        raise needs_rebuild(f"{source} holds {len(tensors)} tensors, expected {2 * n_layers}")
     conv = [tensors[f"conv.{i}"] for i in range(n_layers)]
     ssm = [tensors[f"ssm.{i}"] for i in range(n_layers)]
     for name, group in (("conv", conv), ("ssm", ssm)):
         for i, t in enumerate(group):
             if t.shape != group[0].shape or t.dim() < 3:
-                raise StateFileError(f"{source}: {name}.{i} has shape {tuple(t.shape)}, expected "
-                                     f"{tuple(group[0].shape)} like layer 0: {REBUILD}")
+                raise needs_rebuild(f"{source}: {name}.{i} has shape {tuple(t.shape)}, expected "
+                                    f"{tuple(group[0].shape)} like layer 0")
     layout = StateLayout.recurrent_only(n_layers, conv[0].shape[1:], ssm[0].shape[1:])
     # the flat buffer is [conv of every layer | ssm of every layer], each [layers, b, ...]
     fixed = torch.cat([t.reshape(-1) for t in conv] + [t.to(conv[0].dtype).reshape(-1) for t in ssm])
@@ -154,7 +157,7 @@ def summarize(path: str | os.PathLike) -> StateSummary:
         return StateSummary(str(meta["format"]), str(meta["arch"]), nbytes, [int(n) for n in json.loads(meta["n_tokens"])],
                             int(keys["shape"][3]) if keys else 0, layers)
     except (OSError, ValueError, KeyError, TypeError, StateMismatchError) as exc:
-        raise StateFileError(f"cannot read the header of state file {path}: {exc}; {REBUILD}") from None
+        raise needs_rebuild(f"cannot read the header of state file {path}: {exc}") from None
 
 
 def _read_umask() -> int:

@@ -73,8 +73,15 @@ def test_nan_values_are_rejected(model, tmp_path):
     state = model.capture([[4, 5, 6]])
     state.ssm[1][0, 0] = float("nan")  # a view: writes into the flat buffer
     path = state.save(tmp_path / "nan.safetensors")
-    with pytest.raises(StateFileError, match=r"recurrent state of layer 1 \(ssm.1\) holds NaN"):
+    with pytest.raises(StateFileError, match=r"recurrent state of layer 1 \(ssm.1\) holds NaN") as caught:
         SkillState.load(path)
+    _advised_once(caught.value)
+
+
+def _advised_once(exc: StateFileError) -> None:
+    """The message gives the fix once; ``problem`` (for a caller that recomputes) gives none."""
+    assert str(exc).count("skills rebuild") == 1 and str(exc).startswith(exc.problem)
+    assert "rebuild" not in exc.problem and "recompute" not in exc.problem
 
 
 def test_wrong_layer_count_and_shape_are_rejected(model, tmp_path):
@@ -137,8 +144,9 @@ def test_unreadable_old_or_future_files_name_rebuild(model, tmp_path, change, ma
     _write_format_1(model.capture([[4, 5, 6]]), path)
     tensors, meta = _read_raw(path)
     _write_raw(path, tensors, {**meta, **change})
-    with pytest.raises(StateFileError, match=match):
+    with pytest.raises(StateFileError, match=match) as caught:
         SkillState.load(path)
+    _advised_once(caught.value)
 
 
 def test_flat_layout_views_and_round_trip(model, tmp_path):
@@ -155,10 +163,12 @@ def test_flat_layout_views_and_round_trip(model, tmp_path):
 def test_not_a_state_file_and_missing_file(tmp_path):
     junk = tmp_path / "junk.safetensors"
     junk.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00" + json.dumps({"a": 1}).encode()[:16])
-    with pytest.raises(StateFileError):
+    with pytest.raises(StateFileError) as caught:
         SkillState.load(junk)
-    with pytest.raises(StateFileError, match="does not exist"):
+    _advised_once(caught.value)
+    with pytest.raises(StateFileError, match="does not exist") as caught:
         SkillState.load(tmp_path / "nope.safetensors")
+    _advised_once(caught.value)
 
 
 def test_rows_expand_and_cat(model):
