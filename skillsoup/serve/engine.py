@@ -52,7 +52,7 @@ from skillsoup.errors import StateMismatchError
 from skillsoup.models.generation import StopDecoder, sample
 from skillsoup.runtime import AnswerText, Prepared
 from skillsoup.serve.events import Done, Event, Failed, Piece
-from skillsoup.serve.scheduling import PREFILL_MODES, EngineConfig, EngineStats, PrefillBudget  # noqa: F401 (API)
+from skillsoup.serve.scheduling import PREFILL_MODES, EngineConfig, EngineStats, PrefillBudget, elapsed_ms  # noqa: F401
 from skillsoup.states.state import SkillState
 
 log = logging.getLogger(__name__)
@@ -175,7 +175,9 @@ class Engine:
                 if not self._inbox:
                     break
                 job = self._inbox[0]
-                n = len(job.prepared.prompt_ids) - 1 if parallel else 0  # prompt tokens a pass reads
+                reads = (parallel and not job.cancelled and job.prepared.max_new_tokens > 0
+                         and time.monotonic() <= job.deadline)  # the others leave without a pass
+                n = len(job.prepared.prompt_ids) - 1 if reads else 0  # prompt tokens a pass would read
                 if n > 0 and not self._budget.fits(n_reading + 1, max(longest, n)):
                     break
                 self._inbox.popleft()
@@ -203,7 +205,7 @@ class Engine:
             except Exception:  # then each request is read alone, and one that cannot start fails alone
                 log.warning("reading %d prompts together failed; reading them one by one", len(reading), exc_info=True)
             else:
-                ms = (time.perf_counter() - t0) * 1000
+                ms = elapsed_ms(t0, state.fixed.device)
                 self._budget.measured_pass(len(reading), longest, ms)
                 self.stats.admitted += len(reading)
                 self.stats.parallel_prefills += len(reading)
@@ -224,7 +226,7 @@ class Engine:
         state, admitted, t0 = p.state, time.monotonic(), time.perf_counter()
         if parallel and len(p.prompt_ids) > 1:
             state = self.model.capture(list(p.prompt_ids[:-1]), state)
-            self._budget.measured_pass(1, len(p.prompt_ids) - 1, (time.perf_counter() - t0) * 1000)
+            self._budget.measured_pass(1, len(p.prompt_ids) - 1, elapsed_ms(t0, state.fixed.device))
             self.stats.prefill_passes += 1
         self.stats.parallel_prefills += parallel
         self.stats.step_prefills += not parallel
@@ -292,7 +294,8 @@ class Engine:
             greedy = logits.argmax(-1).tolist()
             for i, row in enumerate(group.rows):
                 self._advance(row, logits[i], greedy[i])
-        self._budget.measured_step((time.perf_counter() - t0) * 1000)
+        if self._groups:
+            self._budget.measured_step(elapsed_ms(t0, self._groups[0].state.fixed.device))
         self._compact()
 
     def _advance(self, row: _Row, logits: torch.Tensor, greedy_token: int) -> None:

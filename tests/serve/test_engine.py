@@ -263,6 +263,8 @@ def test_prefill_budget_decides_how_many_prompts_one_pass_reads():
 
     budget = PrefillBudget(pass_ms=50.0)
     assert budget.fits(1, 10_000) and not budget.fits(2, 1)  # nothing measured: one prompt, to measure
+    budget.measured_pass(1, 100, 5000.0)  # the cold first pass is no measurement
+    assert not budget.fits(2, 1)
     budget.measured_pass(1, 100, 100.0)  # 1 ms per padded token
     assert budget.fits(2, 25) and not budget.fits(2, 26)  # 50 ms of work
     budget.measured_step(40.0)  # slow steps: a pass may take PASS_STEPS of them
