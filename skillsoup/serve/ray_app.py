@@ -284,7 +284,7 @@ def application(options: ServeOptions, replicas: int, replica_cpus: float = 1.0)
 def build(args: dict):
     """The ``serve run skillsoup.serve.ray_app:build key=value ...`` entry (keys: ``build_options``).
     The proxy listens where Serve's http_options say."""
-    return application(build_options(args), int(args.get("replicas", 2)))
+    return application(build_options(args), _arg(args, "replicas", int, 2))
 
 
 def build_options(args: dict) -> ServeOptions:
@@ -293,16 +293,27 @@ def build_options(args: dict) -> ServeOptions:
     or $SKILLSOUP_API_KEY. A bad value is a ValueError that names it."""
     key = args.get("api_key") or os.environ.get("SKILLSOUP_API_KEY")
     try:
-        engine = EngineConfig(max_batch=int(args.get("max_batch", 32)), prefill=str(args.get("prefill", "auto")),
-                              prefill_pass_ms=float(args.get("prefill_pass_ms", 50.0)))
-        return ServeOptions(
-            host=args.get("host", "127.0.0.1"), model=args.get("model"), registry=args.get("registry"),
-            chroma_url=args.get("chroma_url"), api_key=key, admin=str(args.get("admin", "")).lower() in ("1", "true"),
-            engine=engine, max_queue=int(args.get("max_queue", 64)), limits=Limits(timeout_s=float(args.get("timeout", 60))),
-            threads=int(args["threads"]) if args.get("threads") else None,
-        )
+        engine = EngineConfig(max_batch=_arg(args, "max_batch", int, 32), prefill=_arg(args, "prefill", str, "auto"),
+                              prefill_pass_ms=_arg(args, "prefill_pass_ms", float, 50.0))
     except ValueError as exc:
         raise ValueError(f"serve run skillsoup.serve.ray_app:build: {exc}") from None
+    return ServeOptions(
+        host=args.get("host", "127.0.0.1"), model=args.get("model"), registry=args.get("registry"),
+        chroma_url=args.get("chroma_url"), api_key=key, admin=str(args.get("admin", "")).lower() in ("1", "true"),
+        engine=engine, max_queue=_arg(args, "max_queue", int, 64), threads=_arg(args, "threads", int, None),
+        limits=Limits(timeout_s=_arg(args, "timeout", float, 60)),
+    )
+
+
+def _arg(args: dict, key: str, cast, default):
+    """One ``serve run`` argument (they arrive as text), or a ValueError that names it."""
+    if args.get(key) in (None, ""):
+        return default
+    try:
+        return cast(args[key])
+    except ValueError:
+        raise ValueError(f"serve run skillsoup.serve.ray_app:build: {key}={args[key]!r} is not a valid "
+                         f"{cast.__name__}") from None
 
 
 def run_ray(options: ServeOptions, replicas: int, address: str | None = None, blocking: bool = True):

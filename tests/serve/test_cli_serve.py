@@ -105,6 +105,8 @@ def test_serve_run_arguments_become_options():
     assert build_options({}).engine.prefill_pass_ms == 50.0
     with pytest.raises(ValueError, match="serve run .*prefill must be one of"):
         build_options({"prefill": "psychic"})
+    with pytest.raises(ValueError, match="serve run .*max_batch='many' is not a valid int"):
+        build_options({"max_batch": "many"})
 
 
 def test_the_server_process_hands_the_gil_over_every_millisecond(monkeypatch):
