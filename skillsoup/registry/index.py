@@ -117,9 +117,10 @@ class SkillIndex:
             if url.scheme not in ("http", "https") or not url.hostname:
                 raise RegistryError(f"--chroma-url {chroma_url!r} is not an http(s)://HOST:PORT address")
             port = url.port or (443 if url.scheme == "https" else 8000)
-            address = f"{url.scheme}://{url.hostname}:{port}"  # what a bare "host" or "host:port" was read as
+            host = f"[{url.hostname}]" if ":" in url.hostname else url.hostname  # an IPv6 address keeps its brackets
+            address = f"{url.scheme}://{host}:{port}"  # what a bare "host" or "host:port" was read as
             try:
-                return chromadb.HttpClient(host=url.hostname, port=port, ssl=url.scheme == "https", settings=settings)
+                return chromadb.HttpClient(host=host, port=port, ssl=url.scheme == "https", settings=settings)
             except Exception as exc:  # chromadb raises bare ValueError/ConnectionError subclasses
                 why = "" if "could not connect" in str(exc).lower() else f" ({exc})"  # its generic line says no more
                 raise RegistryError(f"cannot reach a Chroma server at {address}{why}; start one with `chroma run "

@@ -101,5 +101,7 @@ def test_unreachable_server_is_a_clear_error(tmp_path):
     assert "Could not connect" not in str(caught.value)  # chromadb's generic line is not repeated
     with pytest.raises(RegistryError, match=f"at http://127.0.0.1:{port};"):  # a bare HOST:PORT, read as http
         SkillRegistry.open(tmp_path, chroma_url=f"127.0.0.1:{port}", embedder="hash:8")
+    with pytest.raises(RegistryError, match=rf"at http://\[::1\]:{port}\b"):  # IPv6 keeps its brackets
+        SkillRegistry.open(tmp_path, chroma_url=f"http://[::1]:{port}", embedder="hash:8")
     with pytest.raises(RegistryError, match="HOST:PORT"):
         SkillRegistry.open(tmp_path, chroma_url="ftp://x", embedder="hash:8")
