@@ -18,7 +18,12 @@ class ModelLoadError(SkillsoupError):
 
 
 class StateError(SkillsoupError):
-    """A skill state is malformed, corrupted or belongs to another model."""
+    """A skill state is malformed, corrupted or belongs to another model. ``problem`` is what is
+    wrong without the advice, for a caller that recomputes the state itself."""
+
+    def __init__(self, message: str, problem: str | None = None):
+        super().__init__(message)
+        self.problem = problem or message
 
 
 class StateMismatchError(StateError):
@@ -26,12 +31,7 @@ class StateMismatchError(StateError):
 
 
 class StateFileError(StateError):
-    """A state file is missing, truncated, not safetensors, or holds bad values. ``problem`` is what
-    is wrong without the advice, for a caller that recomputes the state itself."""
-
-    def __init__(self, message: str, problem: str | None = None):
-        super().__init__(message)
-        self.problem = problem or message
+    """A state file is missing, truncated, not safetensors, or holds bad values."""
 
 
 class MixError(SkillsoupError):

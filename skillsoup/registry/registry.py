@@ -43,7 +43,7 @@ from skillsoup.registry.index import DEMOS, SKILLS, SkillIndex, SkillRow, skill_
 from skillsoup.registry.lock import NoLock, RegistryLock
 from skillsoup.registry.opening import open_index, read_only_error, remove_snapshot
 from skillsoup.registry.settings import Settings
-from skillsoup.registry.store import StateStore, fp_key, state_problem
+from skillsoup.registry.store import StateStore, fp_key
 from skillsoup.registry.values import (AddResult, DemoMatch, ProgressFn, SkillHit, SkillInfo, add_status, capture_skill,
                                        plain_and_composites)
 from skillsoup.skills.skill import Skill
@@ -182,7 +182,7 @@ class SkillRegistry:
         try:
             return self.store.load(row.state_hash, model.fingerprint, record[1], model)
         except StateError as exc:
-            return state_problem(exc)
+            return exc.problem  # the advice to recompute is for callers that do not
 
     def _compute(self, row: SkillRow, model: StateModel) -> SkillState:
         """Capture a skill's demonstrations, or re-mix a composite's sources (registry/composite.py)."""

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from skillsoup.errors import RegistryError, StateError, StateFileError
+from skillsoup.errors import RegistryError, StateFileError
 from skillsoup.states.state import SkillState
 from skillsoup.states.state_file import StateSummary, needs_rebuild, summarize
 
@@ -34,12 +34,6 @@ _HASH = re.compile(r"^[0-9a-f]{64}$")
 def fp_key(fingerprint: str) -> str:
     """The short form of a model fingerprint used in folder names and metadata keys."""
     return fingerprint[:16]
-
-
-def state_problem(exc: StateError) -> str:
-    """What is wrong with a state, without the "recompute it" advice: for a caller that recomputes
-    the state itself, or gives its own advice."""
-    return exc.problem if isinstance(exc, StateFileError) else str(exc)
 
 
 @dataclass(frozen=True)
