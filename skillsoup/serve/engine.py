@@ -107,6 +107,7 @@ class Engine:
         self.config = config or EngineConfig()
         self.stats = EngineStats()
         self._budget = PrefillBudget(self.config.prefill_pass_ms)
+        self._device = model.device  # read once: transformers' lookup behind it is slow for every step
         self._inbox: deque[Job] = deque()
         self._cv = threading.Condition()
         self._groups: list[_Group] = []
@@ -205,7 +206,7 @@ class Engine:
             except Exception:  # then each request is read alone, and one that cannot start fails alone
                 log.warning("reading %d prompts together failed; reading them one by one", len(reading), exc_info=True)
             else:
-                ms = elapsed_ms(t0, state.fixed.device)
+                ms = elapsed_ms(t0, self._device)
                 self._budget.measured_pass(len(reading), longest, ms)
                 self.stats.admitted += len(reading)
                 self.stats.parallel_prefills += len(reading)
@@ -224,13 +225,16 @@ class Engine:
         p = job.prepared
         self.stats.admitted += 1
         state, admitted, t0 = p.state, time.monotonic(), time.perf_counter()
-        if parallel and len(p.prompt_ids) > 1:
+        reads = parallel and len(p.prompt_ids) > 1
+        if reads:
             state = self.model.capture(list(p.prompt_ids[:-1]), state)
-            self._budget.measured_pass(1, len(p.prompt_ids) - 1, elapsed_ms(t0, state.fixed.device))
+        ms = elapsed_ms(t0, self._device) if parallel else 0.0
+        if reads:
+            self._budget.measured_pass(1, len(p.prompt_ids) - 1, ms)
             self.stats.prefill_passes += 1
         self.stats.parallel_prefills += parallel
         self.stats.step_prefills += not parallel
-        row = _Row(job, self.model, parallel, admitted, (time.perf_counter() - t0) * 1000 if parallel else 0.0)
+        row = _Row(job, self.model, parallel, admitted, ms)
         self._join(state, [row])
 
     def _join(self, state: SkillState, rows: list[_Row]) -> None:
@@ -294,8 +298,7 @@ class Engine:
             greedy = logits.argmax(-1).tolist()
             for i, row in enumerate(group.rows):
                 self._advance(row, logits[i], greedy[i])
-        if self._groups:
-            self._budget.measured_step(elapsed_ms(t0, self._groups[0].state.fixed.device))
+        self._budget.measured_step(elapsed_ms(t0, self._device))
         self._compact()
 
     def _advance(self, row: _Row, logits: torch.Tensor, greedy_token: int) -> None:
