@@ -119,7 +119,7 @@ def test_no_request_is_lost_when_a_replica_dies(ray_server):
 
     def one(query):
         try:
-            # long answers (1-2 s each), so that the kill finds requests in flight however fast the tiny
+            # long answers (seconds each), so that the kill finds requests in flight however fast the tiny
             # model decodes (1,000 tokens once left the victim idle in a full-suite CI run)
             fields.append(_ask(client, query, max_tokens=3000))
         except Exception as exc:  # collected: the assertion below shows them all
