@@ -8,9 +8,14 @@ Glossary: n queries, d embedding size, k skills, x a unit query embedding [d].
               identity, gives a whitening matrix ``whiten`` [d, d]; each skill is the mean of its
               whitened examples, ``means`` [k, d]. Examples: the skill's demonstrations, its skill row
               (name + description) and the labelled queries of that skill.
-    logits    z_k = u . m_k - |m_k|^2 / 2 + beta * knn_k, u = x @ whiten. ``knn_k`` is the skill's best
-              demonstration similarity among the ``n_demos`` nearest (the lowest one retrieved when it
-              has none there), as the text router sees them.
+    weights   a softmax regression over the same examples, ``weights`` [d, k] and ``bias`` [k]: it
+              gives the skill scores, s_k = x . w_k + b_k. On the development splits of three public
+              intent datasets it ranked the right skill first 1.6-3.0 points more often than the
+              Gaussian discriminants u . m_k - |m_k|^2 / 2 (u = x @ whiten), which a model stored
+              without weights still uses.
+    logits    z_k = s_k + beta * knn_k. ``knn_k`` is the skill's best demonstration similarity among the
+              ``n_demos`` nearest (the lowest one retrieved when it has none there), as the text
+              router sees them.
     p         softmax(z / temperature): beta and the temperature minimise the out-of-fold negative
               log-likelihood of the right skill.
     accept    a logistic model over ACCEPT_FEATURES of the top skill, P(route | query), fitted out of
@@ -54,9 +59,15 @@ class SkillClassifier:
     beta: float = 0.0
     temperature: float = 1.0
     accept: dict = field(default_factory=dict)  # {"mean", "scale", "coef", "bias"} over ACCEPT_FEATURES
+    weights: np.ndarray | None = None  # [d, k] float32 softmax regression (None: Gaussian discriminants)
+    bias: np.ndarray | None = None  # [k] float32
 
     def __post_init__(self) -> None:
-        if self.means.shape != (len(self.skills), self.whiten.shape[1]) or len(self.hashes) != len(self.skills):
+        k, d = len(self.skills), self.whiten.shape[1]
+        ok = self.means.shape == (k, d) and len(self.hashes) == k
+        if self.weights is not None:
+            ok = ok and self.weights.shape == (self.whiten.shape[0], k) and self.bias is not None and self.bias.shape == (k,)
+        if not ok:
             raise PolicyError("the stored skill classifier is inconsistent (shapes do not match); run skillsoup fit again")
 
     # ---- scoring -----------------------------------------------------------------------------
@@ -82,12 +93,17 @@ class SkillClassifier:
         """u . m_k - |m_k|^2 / 2 for whitened queries u [n, d] -> [n, k]."""
         return u @ self._means_t - self._half_norms[None, :]
 
+    def scores(self, x: np.ndarray, disc: np.ndarray) -> np.ndarray:
+        """The skill scores s [n, k] of queries x [n, d] whose discriminants are ``disc``."""
+        return disc if self.weights is None else np.asarray(x, np.float32) @ self.weights + self.bias
+
     def predict(self, x: np.ndarray, knn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(log-probabilities [n, k], accept features [n, len(ACCEPT_FEATURES)]) of queries x [n, d]
         whose per-skill best demonstration similarities are ``knn`` [n, k]."""
-        u = self.project(np.atleast_2d(x))
+        x = np.atleast_2d(x)
+        u = self.project(x)
         disc = self.discriminants(u)
-        logp = log_softmax((disc + self.beta * knn) / self.temperature)
+        logp = log_softmax((self.scores(x, disc) + self.beta * knn) / self.temperature)
         distance = np.einsum("nd,nd->n", u, u) - 2.0 * disc.max(axis=1)
         return logp, accept_features(logp, knn, distance)
 
@@ -107,7 +123,8 @@ class SkillClassifier:
             return self, changes
         keep = [i for i, n in enumerate(self.skills) if current.get(n) == self.hashes[i]]
         model = replace(self, skills=tuple(self.skills[i] for i in keep), hashes=tuple(self.hashes[i] for i in keep),
-                        means=self.means[keep])
+                        means=self.means[keep], weights=None if self.weights is None else self.weights[:, keep],
+                        bias=None if self.bias is None else self.bias[keep])
         return model, changes
 
     # ---- storage -----------------------------------------------------------------------------
@@ -119,7 +136,10 @@ class SkillClassifier:
         from skillsoup.states.state import write_atomic
 
         meta = {"skills": json.dumps(list(self.skills)), "hashes": json.dumps(list(self.hashes)), "format": "1"}
-        arrays = {"whiten": np.ascontiguousarray(self.whiten, np.float32), "means": np.ascontiguousarray(self.means, np.float32)}
+        arrays = {"whiten": self.whiten, "means": self.means}
+        if self.weights is not None:
+            arrays |= {"weights": self.weights, "bias": self.bias}
+        arrays = {k: np.ascontiguousarray(v, np.float32) for k, v in arrays.items()}
         blob = save(arrays, metadata=meta)
         sha = _digest(arrays, meta)
         rel = f"{FOLDER}/classifier-{sha[:16]}.safetensors"
@@ -152,7 +172,7 @@ class SkillClassifier:
         if not ok:
             raise PolicyError(f"the router's classifier file {path} does not match its checksum; run skillsoup fit again")
         return cls(skills, hashes, arrays["whiten"], arrays["means"], float(ref["beta"]), float(ref["temperature"]),
-                   dict(ref["accept"]))
+                   dict(ref["accept"]), arrays.get("weights"), arrays.get("bias"))
 
 
 def _digest(arrays: dict[str, np.ndarray], meta: dict[str, str]) -> str:
@@ -223,6 +243,47 @@ def gaussian_classifier(x: np.ndarray, y: np.ndarray, n_classes: int, shrink: fl
     # cov = L L^T, so x @ inv(L)^T has identity covariance (Cholesky: several times cheaper than eigh)
     whiten = np.linalg.inv(np.linalg.cholesky(cov)).T
     return whiten.astype(np.float32), (means @ whiten).astype(np.float32)
+
+
+REGRESSION_L2 = 1e-5  # per weight, on unit embeddings; 3e-6..3e-5 were within 0.5 point on the dev splits
+REGRESSION_ITERS = 100  # L-BFGS evaluations (convergence took 40-70 on the dev splits)
+
+
+def softmax_regression(x: np.ndarray, y: np.ndarray, n_classes: int, l2: float = REGRESSION_L2,
+                       iters: int = REGRESSION_ITERS) -> tuple[np.ndarray, np.ndarray]:
+    """(weights [d, k], bias [k]) minimising the mean cross-entropy of labels y in [0, k) from
+    examples x [n, d] plus l2 * |weights|^2: full-batch L-BFGS from zero, float32, one thread (the
+    problem is a few hundred wide; deterministic for given inputs). Under a second for 150 skills
+    and 4,700 examples on this project's CPU."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        xt, yt = torch.as_tensor(np.asarray(x, np.float32)), torch.as_tensor(np.asarray(y, np.int64))
+        w = torch.zeros(xt.shape[1], n_classes, requires_grad=True)
+        b = torch.zeros(n_classes, requires_grad=True)
+        opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=iters, history_size=20, line_search_fn="strong_wolfe",
+                                tolerance_grad=1e-5, tolerance_change=1e-9)
+
+        def loss():
+            opt.zero_grad()
+            value = torch.nn.functional.cross_entropy(xt @ w + b, yt) + l2 * (w * w).sum()
+            value.backward()
+            return value
+
+        opt.step(loss)
+        return w.detach().numpy().copy(), b.detach().numpy().copy()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def train_classifier(x: np.ndarray, y: np.ndarray, n_classes: int, shrink: float) -> dict[str, np.ndarray]:
+    """The arrays of a SkillClassifier from examples x [n, d] with labels y in [0, k): the Gaussian
+    model (whiten, means: its distances) and the softmax regression (weights, bias: its scores)."""
+    whiten, means = gaussian_classifier(x, y, n_classes, shrink)
+    weights, bias = softmax_regression(x, y, n_classes)
+    return {"whiten": whiten, "means": means, "weights": weights, "bias": bias}
 
 
 def knn_similarities(queries: np.ndarray, memory: np.ndarray, labels: np.ndarray, n_classes: int,

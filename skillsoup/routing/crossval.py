@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from skillsoup.routing.classifier import gaussian_classifier, knn_similarities
+from skillsoup.routing.classifier import SkillClassifier, knn_similarities, train_classifier
 from skillsoup.routing.index_data import retrieve_all
 
 FOLDS = 5
@@ -52,8 +52,8 @@ class Group:
     kind: str  # "in", "real" or "pseudo"
     labels: list  # skill name, or None for no skill
     classes: tuple[str, ...]  # the classifier's skills for this group
-    disc: np.ndarray  # [m, c] discriminants u . m_k - |m_k|^2 / 2
-    unorm: np.ndarray  # [m] |u|^2
+    scores: np.ndarray  # [m, c] the classifier's skill scores (before kNN and temperature)
+    distance: np.ndarray  # [m] squared Mahalanobis distance to the nearest skill mean
     knn: np.ndarray  # [m, c]
     demo_hits: list  # per item: [(skill, cosine)] best first
     row_hits: list
@@ -61,7 +61,7 @@ class Group:
 
 def _train(ex: Examples, keep_skill: np.ndarray, demo_mask: np.ndarray, query_mask: np.ndarray, shrink: float):
     """Classifier over the kept skills, from their demonstrations in demo_mask, their rows and the
-    labelled in-scope queries in query_mask. Returns (classes idx, whiten, means, remap)."""
+    labelled in-scope queries in query_mask. Returns (classes idx, SkillClassifier, remap)."""
     classes = np.flatnonzero(keep_skill)
     remap = -np.ones(len(ex.names), int)
     remap[classes] = np.arange(len(classes))
@@ -70,20 +70,21 @@ def _train(ex: Examples, keep_skill: np.ndarray, demo_mask: np.ndarray, query_ma
     qm[qm] = keep_skill[ex.query_y[qm]]
     x = np.concatenate([ex.demo_x[dm], ex.row_x[classes], ex.query_x[qm]])
     y = remap[np.concatenate([ex.demo_y[dm], classes, ex.query_y[qm]])]
-    whiten, means = gaussian_classifier(x, y, len(classes), shrink)
-    return classes, whiten, means, remap
+    names = tuple(ex.names[i] for i in classes)
+    return classes, SkillClassifier(names, ("",) * len(names), **train_classifier(x, y, len(classes), shrink)), remap
 
 
 def _group(kind, ex, x, labels, trained, demo_mem, n_demos: int, n_rows: int) -> Group:
-    classes, whiten, means, remap = trained
-    u = x @ whiten
-    disc = u @ means.T - 0.5 * np.einsum("kd,kd->k", means, means)[None, :]
+    classes, model, remap = trained
+    u = model.project(x)
+    disc = model.discriminants(u)
     mem_x, mem_y = ex.demo_x[demo_mem], remap[ex.demo_y[demo_mem]]
     knn = knn_similarities(x, mem_x, mem_y, len(classes), n_demos) if len(mem_x) else np.zeros_like(disc)
     names = np.array(ex.names, dtype=object)
     demo_hits = retrieve_all(x, names[ex.demo_y[demo_mem]], mem_x, n_demos)
     row_hits = retrieve_all(x, names[classes], ex.row_x[classes], n_rows)
-    return Group(kind, labels, tuple(names[classes]), disc, np.einsum("nd,nd->n", u, u), knn, demo_hits, row_hits)
+    distance = np.einsum("nd,nd->n", u, u) - 2.0 * disc.max(axis=1)
+    return Group(kind, labels, model.skills, model.scores(x, disc), distance, knn, demo_hits, row_hits)
 
 
 def twin_groups(x: np.ndarray, y: np.ndarray, threshold: float) -> np.ndarray:

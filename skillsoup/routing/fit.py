@@ -1,4 +1,5 @@
-"""Fitting the text router on labelled queries, or on the demonstrations alone (numpy only).
+"""Fitting the text router on labelled queries, or on the demonstrations alone (numpy; torch trains
+the classifier's softmax regression).
 
 ``fit`` never ships a worse router. Steps, all on one batch:
     1. embed every labelled query at once; read every committed demonstration and skill row once
@@ -23,7 +24,7 @@ import numpy as np
 
 from skillsoup.routing import policies as rf
 from skillsoup.routing import selection as sel
-from skillsoup.routing.classifier import SkillClassifier, gaussian_classifier
+from skillsoup.routing.classifier import SkillClassifier, train_classifier
 from skillsoup.routing.crossval import Examples, out_of_fold
 from skillsoup.routing.index_data import encoded_matrices, index_matrices
 from skillsoup.routing.metrics import as_labelled
@@ -169,12 +170,12 @@ def _fit(router: Router, labelled, save: bool, objective: str, seed: int, encode
               "at": time.strftime("%Y-%m-%dT%H:%M:%S"), "objective": objective, "chosen": chosen,
               "routers": routers, "baseline": {"policy": "max", "threshold": b_threshold}}
     if chosen == "classifier":
-        whiten, means = gaussian_classifier(
+        arrays = train_classifier(
             np.concatenate([ex.demo_x, ex.row_x, ex.query_x[ex.query_y >= 0]]),
             np.concatenate([ex.demo_y, np.arange(len(ex.names)), ex.query_y[ex.query_y >= 0]]), len(ex.names), SHRINK)
         hashes = registry.index.skill_metadata(list(ex.names))
         model = SkillClassifier(ex.names, tuple(str(hashes[n].get("content_hash", ""))[:12] for n in ex.names),
-                                whiten, means, cand["beta"], cand["temperature"], cand["accept"])
+                                beta=cand["beta"], temperature=cand["temperature"], accept=cand["accept"], **arrays)
         ref = model.save(registry.path) if save else model.save(None)
         params = p.replace(policy="classifier", threshold=cand["threshold"], skill_thresholds=cand["skill_thresholds"],
                            classifier=ref, logistic=None, fitted=fitted)

@@ -143,7 +143,7 @@ def calibrate(groups: list[Group]) -> tuple[float, float]:
             col = {n: i for i, n in enumerate(g.classes)}
             y = np.array([col[lab] for lab in g.labels])
             pick = rng.random(len(y)) < CALIBRATION_ITEMS / max(n_in, CALIBRATION_ITEMS)
-            labelled.append((g.disc[pick].astype(np.float32), g.knn[pick].astype(np.float32), y[pick]))
+            labelled.append((g.scores[pick].astype(np.float32), g.knn[pick].astype(np.float32), y[pick]))
 
     def nll(beta: float, t: float) -> float:
         return sum(-log_softmax((d + beta * k) / t)[np.arange(len(y)), y].sum() for d, k, y in labelled)
@@ -161,9 +161,9 @@ def classifier_outputs(groups: list[Group], beta: float, temperature: float) -> 
     """(top skill of every item, accept features [n, len(ACCEPT_FEATURES)])."""
     tops, feats = [], []
     for g in groups:
-        logp = log_softmax((g.disc + beta * g.knn) / temperature)
+        logp = log_softmax((g.scores + beta * g.knn) / temperature)
         tops += [g.classes[i] for i in logp.argmax(axis=1)]
-        feats.append(accept_features(logp, g.knn, g.unorm - 2.0 * g.disc.max(axis=1)))
+        feats.append(accept_features(logp, g.knn, g.distance))
     return tops, np.concatenate(feats)
 
 

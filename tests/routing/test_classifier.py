@@ -1,4 +1,5 @@
-"""The skill classifier: the shared-covariance Gaussian against a plain reference, kNN features
+"""The skill classifier: the shared-covariance Gaussian against a plain reference, the softmax
+regression against its optimality conditions, kNN features
 against brute force, calibration features, storage, and skills added or removed after the fit."""
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from skillsoup.routing.classifier import (
     knn_from_hits,
     knn_similarities,
     log_softmax,
+    softmax_regression,
+    train_classifier,
 )
 
 
@@ -116,3 +119,60 @@ def test_gaussian_classifier_with_one_example_per_class_uses_plain_distances():
     whiten, means = gaussian_classifier(x, np.arange(3), 3)
     assert np.isfinite(whiten).all() and np.allclose(means, x @ whiten)
     assert np.allclose(whiten, whiten[0, 0] * np.eye(8), atol=1e-6) and whiten[0, 0] > 0  # a multiple of I
+
+
+def _objective_gradient(x, y, k, w, b, l2):
+    """Gradient of mean cross-entropy + l2 |w|^2 at (w, b), in float64 (the reference)."""
+    z = x @ w + b
+    p = np.exp(log_softmax(z))
+    p[np.arange(len(y)), y] -= 1.0
+    return x.T @ p / len(y) + 2 * l2 * w, p.mean(axis=0)
+
+
+def test_softmax_regression_reaches_the_optimum_of_its_objective():
+    x, y = _data(seed=2, k=5, n=40, d=8)
+    x = _unit(x)
+    l2 = 1e-3
+    w, b = softmax_regression(x, y, 5, l2=l2, iters=300)
+    assert w.shape == (8, 5) and b.shape == (5,) and w.dtype == np.float32
+    gw, gb = _objective_gradient(x, y, 5, w.astype(np.float64), b.astype(np.float64), l2)
+    g0w, _ = _objective_gradient(x, y, 5, np.zeros((8, 5)), np.zeros(5), l2)
+    assert np.abs(gw).max() < 1e-3 * np.abs(g0w).max() and np.abs(gb).max() < 1e-4
+    assert ((x @ w + b).argmax(1) == y).mean() > 0.9
+    again = softmax_regression(x, y, 5, l2=l2, iters=300)
+    assert np.array_equal(again[0], w)  # deterministic: the stored model does not depend on the run
+
+
+def test_regression_scores_rank_skills_and_travel_with_the_model(tmp_path):
+    x, y = _data(seed=4, d=6)
+    arrays = train_classifier(x, y, 4, shrink=0.1)
+    accept = {"mean": [0.0] * 4, "scale": [1.0] * 4, "coef": [1.0, 0.0, -0.1, 2.0], "bias": 0.5}
+    model = SkillClassifier(tuple("abcd"), ("ha", "hb", "hc", "hd"), beta=2.0, temperature=0.5, accept=accept, **arrays)
+    q = np.random.default_rng(5).normal(size=(6, 6))
+    knn = np.random.default_rng(6).uniform(size=(6, 4))
+    logp, feats = model.predict(q, knn)
+    want = log_softmax((q @ arrays["weights"] + arrays["bias"] + 2.0 * knn) / 0.5)
+    assert np.allclose(logp, want, atol=1e-4)
+    # the distance feature still comes from the Gaussian model
+    gauss = SkillClassifier(tuple("abcd"), ("",) * 4, arrays["whiten"], arrays["means"])
+    assert np.allclose(feats[:, 2], gauss.predict(q, knn)[1][:, 2], rtol=1e-5)
+    back = SkillClassifier.load(tmp_path, model.save(tmp_path))
+    assert np.array_equal(back.weights, model.weights) and np.array_equal(back.bias, model.bias)
+    assert np.allclose(back.predict(q, knn)[0], logp)
+    now, _ = model.for_skills({"a": "ha", "c": "hc", "d": "CHANGED"})
+    assert now.skills == ("a", "c")
+    assert np.allclose(now.scores(q, None), (q @ arrays["weights"] + arrays["bias"])[:, [0, 2]], atol=1e-5)
+    with pytest.raises(PolicyError, match="inconsistent"):
+        SkillClassifier(tuple("abc"), ("",) * 3, arrays["whiten"], arrays["means"][:3], weights=arrays["weights"],
+                        bias=arrays["bias"][:3])
+
+
+def test_a_model_stored_without_regression_weights_still_loads_and_uses_discriminants(tmp_path):
+    x, y = _data()
+    whiten, means = gaussian_classifier(x, y, 4)
+    accept = {"mean": [0.0] * 4, "scale": [1.0] * 4, "coef": [1.0, 0.0, -0.1, 2.0], "bias": 0.5}
+    ref = SkillClassifier(tuple("abcd"), ("",) * 4, whiten, means, 0.0, 1.0, accept).save(tmp_path)
+    back = SkillClassifier.load(tmp_path, ref)
+    q = np.random.default_rng(7).normal(size=(3, x.shape[1]))
+    assert back.weights is None
+    assert np.allclose(back.predict(q, np.zeros((3, 4)))[0], log_softmax(back.discriminants(back.project(q))), atol=1e-5)
