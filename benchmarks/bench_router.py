@@ -72,9 +72,9 @@ def pct(values: list[float], q: float) -> float:
 
 
 def classifier_params(reg):
-    """Router parameters with a skill classifier over every skill of the index: its means are the
-    skill rows, its whitening the identity (the arithmetic of a fitted one; speed does not depend on
-    the values), its accept model a fixed one."""
+    """Router parameters with a skill classifier over every skill of the index: its means and its
+    regression weights are the skill rows, its whitening the identity (the arithmetic of a fitted
+    one; speed does not depend on the values), its accept model a fixed one."""
     import numpy as np
 
     from skillsoup.registry.index import SKILLS
@@ -94,8 +94,9 @@ def classifier_params(reg):
     dim = len(rows[0])
     accept = {"mean": [0.0] * len(ACCEPT_FEATURES), "scale": [1.0] * len(ACCEPT_FEATURES),
               "coef": [1.0, 1.0, -0.01, 1.0], "bias": 0.0}
+    means = np.stack(rows) * 8.0
     model = SkillClassifier(tuple(names), tuple(hashes[n] for n in names), np.eye(dim, dtype=np.float32) * 8.0,
-                            np.stack(rows) * 8.0, 5.0, 1.0, accept)
+                            means, 5.0, 1.0, accept, np.ascontiguousarray(means.T), np.zeros(len(names), np.float32))
     return RouterParams(policy="classifier", classifier=model.save(reg.path), threshold=0.5,
                         fitted={"baseline": {"threshold": 0.5}})
 
@@ -180,7 +181,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, float, float]]:
     parser.add_argument("--impls", default="onnx,ref", help="query encoder implementations to time, in turn")
     parser.add_argument("--keep", type=Path, help="build the index here once and reuse it on later runs")
     parser.add_argument("--model", help="checkpoint for part 2 (default: a demo-sized random Mamba)")
-    parser.add_argument("--answers", type=int, default=20)
+    parser.add_argument("--answers", type=int, default=20, help="answers timed in part 2 (0: skip it)")
     parser.add_argument("--new-tokens", type=int, default=32)
     args = parser.parse_args(argv)
 
@@ -203,7 +204,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, float, float]]:
                 for key, values in parts.items():
                     rows.append((f"route[{policy}, {impl}] {key}", pct(values, 50), pct(values, 95)))
         os.environ["SKILLSOUP_EMBED_IMPL"] = impls[0]
-        answer = answer_parts(args.model, args.answers, args.new_tokens, tmp, args.embedder)
+        answer = answer_parts(args.model, args.answers, args.new_tokens, tmp, args.embedder) if args.answers else {}
         for key, values in answer.items():
             rows.append((f"answer {key}", statistics.median(values), pct(values, 95)))
     finally:

@@ -38,7 +38,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 class CachedEmbedder:
-    """The registry's embedder with a text -> vector cache on disk (same vectors, computed once)."""
+    """The registry's embedder with a text -> vector cache on disk (same vectors, computed once). One
+    text at a time (a single ``route`` call, as the latency columns time it) is always embedded for
+    real, so that route latency includes the query encoder."""
 
     def __init__(self, inner, path: Path | None):
         self.inner, self.path, self.name = inner, path, inner.name
@@ -57,6 +59,8 @@ class CachedEmbedder:
         return self.inner.source_folder
 
     def embed(self, texts: list[str]) -> np.ndarray:
+        if len(texts) == 1:
+            return self.inner.embed(texts)
         missing = sorted({t for t in texts if t not in self.cache})
         if missing:
             self.cache.update(zip(missing, self.inner.embed(missing)))
