@@ -122,16 +122,20 @@ def test_gaussian_classifier_with_one_example_per_class_uses_plain_distances():
 
 
 def _objective_gradient(x, y, k, w, b, l2):
-    """Gradient of mean cross-entropy + l2 |w|^2 at (w, b), in float64 (the reference)."""
+    """Gradient of the class-balanced cross-entropy + l2 |w|^2 at (w, b), in float64 (the reference):
+    each example weighs 1 / (its class's count), normalised over all examples."""
     z = x @ w + b
     p = np.exp(log_softmax(z))
     p[np.arange(len(y)), y] -= 1.0
-    return x.T @ p / len(y) + 2 * l2 * w, p.mean(axis=0)
+    ew = 1.0 / np.bincount(y, minlength=k)[y]
+    ew /= ew.sum()
+    return x.T @ (p * ew[:, None]) + 2 * l2 * w, (p * ew[:, None]).sum(axis=0)
 
 
 def test_softmax_regression_reaches_the_optimum_of_its_objective():
     x, y = _data(seed=2, k=5, n=40, d=8)
-    x = _unit(x)
+    keep = (y != 4) | (np.arange(len(y)) % 4 == 0)  # class 4 has a quarter of the examples
+    x, y = _unit(x[keep]), y[keep]
     l2 = 1e-3
     w, b = softmax_regression(x, y, 5, l2=l2, iters=300)
     assert w.shape == (8, 5) and b.shape == (5,) and w.dtype == np.float32
@@ -141,6 +145,17 @@ def test_softmax_regression_reaches_the_optimum_of_its_objective():
     assert ((x @ w + b).argmax(1) == y).mean() > 0.9
     again = softmax_regression(x, y, 5, l2=l2, iters=300)
     assert np.array_equal(again[0], w)  # deterministic: the stored model does not depend on the run
+
+
+def test_a_skill_with_more_examples_is_not_made_likelier():
+    # skill 0: 20 points, each 10 times; skill 1: their mirror images through the origin, once each.
+    # Weighted by class, the problem is symmetric, so the origin is a tie (unweighted: ~log 10 apart)
+    points = np.array([1.0, 0.0, 0.0]) + 0.8 * np.random.default_rng(8).normal(size=(20, 3))
+    x = np.concatenate([np.repeat(points, 10, axis=0), -points])
+    y = np.concatenate([np.zeros(200, int), np.ones(20, int)])
+    w, b = softmax_regression(x, y, 2, l2=1e-3, iters=300)
+    assert abs(float(b[0] - b[1])) < 0.05
+    assert np.allclose(w[:, 0], -w[:, 1], atol=0.05)
 
 
 def test_regression_scores_rank_skills_and_travel_with_the_model(tmp_path):
