@@ -10,7 +10,7 @@ Glossary: n queries, d embedding size, k skills, x a unit query embedding [d].
               (name + description) and the labelled queries of that skill.
     weights   a softmax regression over the same examples, ``weights`` [d, k] and ``bias`` [k]: it
               gives the skill scores, s_k = x . w_k + b_k. On the development splits of three public
-              intent datasets it ranked the right skill first 1.6-3.0 points more often than the
+              intent datasets it ranked the right skill first 1.7-3.0 points more often than the
               Gaussian discriminants u . m_k - |m_k|^2 / 2 (u = x @ whiten), which a model stored
               without weights still uses.
     logits    z_k = s_k + beta * knn_k. ``knn_k`` is the skill's best demonstration similarity among the
@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
@@ -46,6 +47,11 @@ from skillsoup.errors import PolicyError
 
 ACCEPT_FEATURES = ("log_p1", "margin", "distance", "knn_top")
 FOLDER = "router"
+# file format -> its metadata keys for the skill names and hashes. Format 2 (with regression weights)
+# renames them: format-1 readers ignore arrays they do not know and would score with the
+# discriminants alone, under a temperature and accept model calibrated on the regression; with the
+# keys renamed they refuse the file ("unreadable; run skillsoup fit again") instead.
+FORMATS = {"1": ("skills", "hashes"), "2": ("skill_names", "skill_hashes")}
 BETAS = (0.0, 2.0, 5.0, 10.0, 20.0, 40.0)
 TEMPERATURES = np.geomspace(0.05, 20.0, 41)
 
@@ -135,10 +141,13 @@ class SkillClassifier:
 
         from skillsoup.states.state import write_atomic
 
-        meta = {"skills": json.dumps(list(self.skills)), "hashes": json.dumps(list(self.hashes)), "format": "1"}
         arrays = {"whiten": self.whiten, "means": self.means}
+        keys = FORMATS["1"]
         if self.weights is not None:
             arrays |= {"weights": self.weights, "bias": self.bias}
+            keys = FORMATS["2"]
+        meta = {keys[0]: json.dumps(list(self.skills)), keys[1]: json.dumps(list(self.hashes)),
+                "format": "2" if self.weights is not None else "1"}
         arrays = {k: np.ascontiguousarray(v, np.float32) for k, v in arrays.items()}
         blob = save(arrays, metadata=meta)
         sha = _digest(arrays, meta)
@@ -165,14 +174,21 @@ class SkillClassifier:
             arrays = load(blob)
             header_len = int.from_bytes(blob[:8], "little")
             meta = json.loads(blob[8 : 8 + header_len]).get("__metadata__", {})
-            skills, hashes = tuple(json.loads(meta["skills"])), tuple(json.loads(meta["hashes"]))
+            fmt = meta.get("format", "1")
+            if fmt not in FORMATS:
+                raise PolicyError(f"the router's classifier file {path} has format {fmt!r}, from a newer skillsoup; "
+                                  "upgrade skillsoup or run skillsoup fit again")
+            names_key, hashes_key = FORMATS[fmt]
+            skills, hashes = tuple(json.loads(meta[names_key])), tuple(json.loads(meta[hashes_key]))
+            whiten, means = arrays["whiten"], arrays["means"]
+            weights, bias = (arrays["weights"], arrays["bias"]) if fmt == "2" else (None, None)
             ok = _digest(arrays, meta) == ref.get("sha256")
         except (SafetensorError, KeyError, ValueError, TypeError) as exc:
             raise PolicyError(f"the router's classifier file {path} is unreadable ({exc}); run skillsoup fit again") from None
         if not ok:
             raise PolicyError(f"the router's classifier file {path} does not match its checksum; run skillsoup fit again")
-        return cls(skills, hashes, arrays["whiten"], arrays["means"], float(ref["beta"]), float(ref["temperature"]),
-                   dict(ref["accept"]), arrays.get("weights"), arrays.get("bias"))
+        return cls(skills, hashes, whiten, means, float(ref["beta"]), float(ref["temperature"]), dict(ref["accept"]),
+                   weights, bias)
 
 
 def _digest(arrays: dict[str, np.ndarray], meta: dict[str, str]) -> str:
@@ -246,40 +262,48 @@ def gaussian_classifier(x: np.ndarray, y: np.ndarray, n_classes: int, shrink: fl
 
 
 REGRESSION_L2 = 1e-5  # per weight, on unit embeddings; 3e-6..3e-5 were within 0.5 point on the dev splits
-REGRESSION_ITERS = 100  # L-BFGS evaluations (convergence took 40-70 on the dev splits)
+REGRESSION_ITERS = 100  # L-BFGS iterations at most (it converged in 40-70 on the dev splits)
+_THREADS = threading.Lock()  # torch's thread count is process-wide: one regression changes it at a time
 
 
 def softmax_regression(x: np.ndarray, y: np.ndarray, n_classes: int, l2: float = REGRESSION_L2,
                        iters: int = REGRESSION_ITERS) -> tuple[np.ndarray, np.ndarray]:
     """(weights [d, k], bias [k]) minimising the cross-entropy of labels y in [0, k) from examples
     x [n, d], every class weighing the same in all, plus l2 * |weights|^2: full-batch L-BFGS from
-    zero, float32, one thread (the problem is a few hundred wide; deterministic for given inputs).
+    zero, float32, one thread (the problem is a few hundred wide; the same weights for the same inputs
+    on one machine, while another CPU or BLAS build may round differently).
     Under a second for 150 skills and 4,700 examples on this project's CPU. Balanced classes: a skill
     with labelled queries has three times the examples of one without, which must not make it
     likelier (the Gaussian model has no prior either)."""
     import torch
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        xt, yt = torch.as_tensor(np.asarray(x, np.float32)), torch.as_tensor(np.asarray(y, np.int64))
-        counts = np.bincount(np.asarray(y), minlength=n_classes).astype(np.float32)
-        class_weight = torch.as_tensor(np.where(counts > 0, 1.0 / np.maximum(counts, 1.0), 0.0).astype(np.float32))
-        w = torch.zeros(xt.shape[1], n_classes, requires_grad=True)
-        b = torch.zeros(n_classes, requires_grad=True)
-        opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=iters, history_size=20, line_search_fn="strong_wolfe",
-                                tolerance_grad=1e-5, tolerance_change=1e-9)
+    counts = np.bincount(np.asarray(y), minlength=n_classes).astype(np.float32)
+    if (counts == 0).any():
+        raise ValueError("every class needs at least one example")
+    with _THREADS:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return _lbfgs(torch, x, y, torch.as_tensor(1.0 / counts), n_classes, l2, iters)
+        finally:
+            torch.set_num_threads(threads)
 
-        def loss():
-            opt.zero_grad()
-            value = torch.nn.functional.cross_entropy(xt @ w + b, yt, weight=class_weight) + l2 * (w * w).sum()
-            value.backward()
-            return value
 
-        opt.step(loss)
-        return w.detach().numpy().copy(), b.detach().numpy().copy()
-    finally:
-        torch.set_num_threads(threads)
+def _lbfgs(torch, x, y, class_weight, n_classes: int, l2: float, iters: int) -> tuple[np.ndarray, np.ndarray]:
+    xt, yt = torch.as_tensor(np.asarray(x, np.float32)), torch.as_tensor(np.asarray(y, np.int64))
+    w = torch.zeros(xt.shape[1], n_classes, requires_grad=True)
+    b = torch.zeros(n_classes, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=iters, history_size=20, line_search_fn="strong_wolfe",
+                            tolerance_grad=1e-5, tolerance_change=1e-9)
+
+    def loss():
+        opt.zero_grad()
+        value = torch.nn.functional.cross_entropy(xt @ w + b, yt, weight=class_weight) + l2 * (w * w).sum()
+        value.backward()
+        return value
+
+    opt.step(loss)
+    return w.detach().numpy().copy(), b.detach().numpy().copy()
 
 
 def train_classifier(x: np.ndarray, y: np.ndarray, n_classes: int, shrink: float) -> dict[str, np.ndarray]:

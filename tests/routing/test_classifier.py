@@ -191,3 +191,41 @@ def test_a_model_stored_without_regression_weights_still_loads_and_uses_discrimi
     q = np.random.default_rng(7).normal(size=(3, x.shape[1]))
     assert back.weights is None
     assert np.allclose(back.predict(q, np.zeros((3, 4)))[0], log_softmax(back.discriminants(back.project(q))), atol=1e-5)
+
+
+def _metadata(path):
+    import json
+
+    blob = path.read_bytes()
+    return json.loads(blob[8 : 8 + int.from_bytes(blob[:8], "little")])["__metadata__"]
+
+
+def test_storage_formats_old_readers_refuse_new_files_and_new_readers_refuse_unknown_ones(tmp_path):
+    from safetensors.numpy import save
+
+    from skillsoup.routing.classifier import _digest
+
+    x, y = _data(seed=9)
+    arrays = train_classifier(x, y, 4, shrink=0.1)
+    accept = {"mean": [0.0] * 4, "scale": [1.0] * 4, "coef": [1.0, 0.0, -0.1, 2.0], "bias": 0.5}
+    ref = SkillClassifier(tuple("abcd"), ("",) * 4, beta=1.0, temperature=1.0, accept=accept, **arrays).save(tmp_path)
+    meta = _metadata(tmp_path / ref["file"])
+    # a format-1 reader looks up "skills" and fails with its typed "unreadable" error, instead of
+    # ignoring the regression arrays and scoring with the discriminants alone
+    assert meta["format"] == "2" and "skills" not in meta and "hashes" not in meta
+    plain = SkillClassifier(tuple("abcd"), ("",) * 4, arrays["whiten"], arrays["means"], 1.0, 1.0, accept).save(tmp_path)
+    assert _metadata(tmp_path / plain["file"])["format"] == "1"
+    # a file from a newer version
+    newer = {"format": "3", "skill_names": '["a"]', "skill_hashes": '[""]'}
+    blob = {"whiten": arrays["whiten"], "means": arrays["means"][:1]}
+    (tmp_path / "router" / "newer.safetensors").write_bytes(save(blob, metadata=newer))
+    with pytest.raises(PolicyError, match="newer skillsoup"):
+        SkillClassifier.load(tmp_path, dict(ref, file="router/newer.safetensors", sha256=_digest(blob, newer)))
+
+
+def test_a_weightless_model_keeps_the_content_address_earlier_versions_gave_it():
+    # computed by the version before regression weights existed (d90305b): stored references stay valid
+    accept = {"mean": [0.0] * 4, "scale": [1.0] * 4, "coef": [1.0, 0.0, -0.1, 2.0], "bias": 0.5}
+    model = SkillClassifier(("a", "b"), ("h1", "h2"), np.eye(3, dtype=np.float32),
+                            np.arange(6, dtype=np.float32).reshape(2, 3), 0.0, 1.0, accept)
+    assert model.save(None)["sha256"] == "4952a487e36327bc6c5cb41d761f1a6cff268f74ef53be60c74915b24e66defe"

@@ -219,3 +219,17 @@ def test_twin_groups_join_the_same_data_across_skills_only():
     assert all(len(g) == 1 for g in by_data.values())  # one data, one group, across the four skills
     assert len(set(groups)) == len(by_data)
     assert (cv.twin_groups(np.eye(4, dtype=np.float32), np.array([0, 0, 1, 1]), 0.6) == np.arange(4)).all()
+
+
+def test_a_fitted_classifier_is_stored_with_its_regression_and_read_back(syn_registry):
+    from skillsoup.routing.classifier import SkillClassifier
+
+    router = Router(syn_registry)
+    report = fit(router, make_labelled(600, seed=1, null_share=0.03))
+    assert report.chosen == "classifier"
+    stored = SkillClassifier.load(syn_registry.path, router.params.classifier)
+    assert stored.weights is not None and stored.weights.shape == (stored.whiten.shape[0], len(stored.skills))
+    # a router opened afresh on the registry decides as the fitted one does
+    again = Router(syn_registry)
+    queries = [it["query"] for it in make_labelled(40, seed=5, null_share=0.3)]
+    assert [[m.name for m in again.route(q)] for q in queries] == [[m.name for m in router.route(q)] for q in queries]
