@@ -152,6 +152,25 @@ def test_a_winning_tuned_encoder_is_stored_and_the_whole_index_re_embedded(regis
         assert all(m.name in TOPICS for m in matches)
 
 
+def test_trials_leave_the_router_as_the_user_had_it(registry_path, labelled, monkeypatch):
+    # the final fit's "unfitted" router is the one the user had, whatever the trials chose
+    seen = []
+    real_fit = tune_mod.fit
+
+    def spy(router, items, save=True, objective="balanced", encoder=None):
+        seen.append((router.params.policy, router.params.threshold, save))
+        return real_fit(router, items, save=save, objective=objective, encoder=encoder)
+
+    monkeypatch.setattr(tune_mod, "fit", spy)
+    _force(monkeypatch, "current")
+    with SkillRegistry.open(registry_path) as reg:
+        router = Router(reg)
+        start = (router.params.policy, router.params.threshold)
+        tune_mod.fit_tuned(router, labelled, settings=FAST)
+    assert [s[2] for s in seen] == [False, False, True]
+    assert all(s[:2] == start for s in seen)
+
+
 def test_a_losing_tuned_encoder_leaves_the_registry_as_it_was(registry_path, labelled, monkeypatch):
     _force(monkeypatch, "current")
     with SkillRegistry.open(registry_path) as reg:
