@@ -99,18 +99,21 @@ class SkillClassifier:
         """u . m_k - |m_k|^2 / 2 for whitened queries u [n, d] -> [n, k]."""
         return u @ self._means_t - self._half_norms[None, :]
 
-    def scores(self, x: np.ndarray, disc: np.ndarray) -> np.ndarray:
-        """The skill scores s [n, k] of queries x [n, d] whose discriminants are ``disc``."""
-        return disc if self.weights is None else np.asarray(x, np.float32) @ self.weights + self.bias
+    def scores_and_distance(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(skill scores s [n, k], squared Mahalanobis distance to the nearest skill mean [n]) of
+        queries x [n, d]; fitting (crossval.py) and routing both read them here."""
+        x = np.atleast_2d(x)
+        u = self.project(x)
+        disc = self.discriminants(u)
+        distance = np.einsum("nd,nd->n", u, u) - 2.0 * disc.max(axis=1)
+        scores = disc if self.weights is None else np.asarray(x, np.float32) @ self.weights + self.bias
+        return scores, distance
 
     def predict(self, x: np.ndarray, knn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(log-probabilities [n, k], accept features [n, len(ACCEPT_FEATURES)]) of queries x [n, d]
         whose per-skill best demonstration similarities are ``knn`` [n, k]."""
-        x = np.atleast_2d(x)
-        u = self.project(x)
-        disc = self.discriminants(u)
-        logp = log_softmax((self.scores(x, disc) + self.beta * knn) / self.temperature)
-        distance = np.einsum("nd,nd->n", u, u) - 2.0 * disc.max(axis=1)
+        scores, distance = self.scores_and_distance(x)
+        logp = log_softmax((scores + self.beta * knn) / self.temperature)
         return logp, accept_features(logp, knn, distance)
 
     def accept_probability(self, features: np.ndarray) -> np.ndarray:
@@ -142,12 +145,11 @@ class SkillClassifier:
         from skillsoup.states.state import write_atomic
 
         arrays = {"whiten": self.whiten, "means": self.means}
-        keys = FORMATS["1"]
-        if self.weights is not None:
+        fmt = "1" if self.weights is None else "2"
+        if fmt == "2":
             arrays |= {"weights": self.weights, "bias": self.bias}
-            keys = FORMATS["2"]
-        meta = {keys[0]: json.dumps(list(self.skills)), keys[1]: json.dumps(list(self.hashes)),
-                "format": "2" if self.weights is not None else "1"}
+        names_key, hashes_key = FORMATS[fmt]
+        meta = {names_key: json.dumps(list(self.skills)), hashes_key: json.dumps(list(self.hashes)), "format": fmt}
         arrays = {k: np.ascontiguousarray(v, np.float32) for k, v in arrays.items()}
         blob = save(arrays, metadata=meta)
         sha = _digest(arrays, meta)

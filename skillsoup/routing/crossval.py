@@ -76,15 +76,13 @@ def _train(ex: Examples, keep_skill: np.ndarray, demo_mask: np.ndarray, query_ma
 
 def _group(kind, ex, x, labels, trained, demo_mem, n_demos: int, n_rows: int) -> Group:
     classes, model, remap = trained
-    u = model.project(x)
-    disc = model.discriminants(u)
+    scores, distance = model.scores_and_distance(x)
     mem_x, mem_y = ex.demo_x[demo_mem], remap[ex.demo_y[demo_mem]]
-    knn = knn_similarities(x, mem_x, mem_y, len(classes), n_demos) if len(mem_x) else np.zeros_like(disc)
+    knn = knn_similarities(x, mem_x, mem_y, len(classes), n_demos) if len(mem_x) else np.zeros_like(scores)
     names = np.array(ex.names, dtype=object)
     demo_hits = retrieve_all(x, names[ex.demo_y[demo_mem]], mem_x, n_demos)
     row_hits = retrieve_all(x, names[classes], ex.row_x[classes], n_rows)
-    distance = np.einsum("nd,nd->n", u, u) - 2.0 * disc.max(axis=1)
-    return Group(kind, labels, model.skills, model.scores(x, disc), distance, knn, demo_hits, row_hits)
+    return Group(kind, labels, model.skills, scores, distance, knn, demo_hits, row_hits)
 
 
 def twin_groups(x: np.ndarray, y: np.ndarray, threshold: float) -> np.ndarray:

@@ -176,7 +176,7 @@ def test_regression_scores_rank_skills_and_travel_with_the_model(tmp_path):
     assert np.allclose(back.predict(q, knn)[0], logp)
     now, _ = model.for_skills({"a": "ha", "c": "hc", "d": "CHANGED"})
     assert now.skills == ("a", "c")
-    assert np.allclose(now.scores(q, None), (q @ arrays["weights"] + arrays["bias"])[:, [0, 2]], atol=1e-5)
+    assert np.allclose(now.scores_and_distance(q)[0], (q @ arrays["weights"] + arrays["bias"])[:, [0, 2]], atol=1e-5)
     with pytest.raises(PolicyError, match="inconsistent"):
         SkillClassifier(tuple("abc"), ("",) * 3, arrays["whiten"], arrays["means"][:3], weights=arrays["weights"],
                         bias=arrays["bias"][:3])
