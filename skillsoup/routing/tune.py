@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import time
@@ -115,14 +116,10 @@ def _embedder(name_or_folder, name: str | None = None):
 
 
 def _trial(router: Router, items, objective: str, label: str, encoder, name: str) -> EncoderTrial:
-    """One encoder fitted out of fold. ``fit`` hands the router what it chose even unsaved; a trial must
-    not: the final fit compares against the router the user had (a trial's baseline, fitted on another
-    encoder's similarities, once stood in for "unfitted" there)."""
-    params, classifier = router.params, router._classifier
-    try:
-        return EncoderTrial(label, name, fit(router, items, save=False, objective=objective, encoder=encoder))
-    finally:
-        router.params, router._classifier = params, classifier
+    """One encoder fitted out of fold, on a copy of the router: ``fit`` hands its router what it
+    chose even unsaved, and the final fit must compare against the router the user had (a trial's
+    baseline, fitted on another encoder's similarities, once stood in for "unfitted" there)."""
+    return EncoderTrial(label, name, fit(copy.copy(router), items, save=False, objective=objective, encoder=encoder))
 
 
 def _decide(trials: list[EncoderTrial], abstention_judged: bool) -> EncoderTrial:
